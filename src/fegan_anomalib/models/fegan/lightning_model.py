@@ -1,0 +1,312 @@
+"""FEGAN: Feature Extraction Based Approach for GAN Anomaly Detection and Localization.
+
+Fan, Zhang, Dai, IEEE Access 2024. A GAN trained on normal images only: a frozen VGG19
+feature-extraction network (FEN) supervises a VGG-shaped generator encoder on M-SE-augmented
+inputs, a one-block decoder reconstructs the clean image, and a DCGAN discriminator sharpens
+the reconstruction. The anomaly map fuses the FEN-vs-encoder feature distance with the
+reconstruction error; the image score is its maximum.
+
+This module is the training recipe: constructor arguments (every default of the method spec),
+the two Adam optimisers, manual G-then-D optimisation, M-SE inside ``training_step`` and the
+``train_stats`` measurement of the scoring step.
+
+Example:
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib.engine import Engine
+    >>> from fegan_anomalib import Fegan
+    >>> model = Fegan(image_size=128, max_epochs=5)  # doctest: +SKIP
+    >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
+
+Paper:
+    Title: FEGAN: A Feature Extraction Based Approach for GAN Anomaly Detection and Localization
+    Journal: IEEE Access, 2024
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Score
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import optim
+from torchvision.transforms.v2 import Compose, Resize
+
+from .augmentation import MultiScaleSelfEnhancement
+from .loss import DiscriminatorLoss, GeneratorLoss
+from .torch_model import FeganModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FEGAN", "Fegan"]
+
+
+class Fegan(AnomalibModule):
+    """FEGAN Lightning module.
+
+    Args:
+        image_size (int | tuple[int, int]): model input (H, W), a multiple of the tap's stride; the
+            default pre-processor only resizes to it **[A5]**. Defaults to ``256``.
+        backbone (str): torchvision VGG of FEN and encoder. Defaults to ``"vgg19"``.
+        tap (str): layer the FEN and encoder stop at **[A1]**. Defaults to ``"relu5_4"``.
+        pre_trained (bool): torchvision ImageNet weights for the FEN (downloaded when online).
+            Defaults to ``True``.
+        weights (str | None): local torchvision-keyed state dict for the FEN; overrides
+            ``pre_trained``. Defaults to ``None``.
+        encoder_init (str): ``"pretrained"`` (copy the FEN) or ``"random"`` **[A2]**.
+        lambda_fea (float): weight of the feature loss. Defaults to ``30``.
+        lambda_con (float): weight of the content loss. Defaults to ``30``.
+        lambda_adv (float): weight of the adversarial loss. Defaults to ``1``.
+        score_lambda (float): λ of the anomaly score (Eq. 8), weight of the feature map. Defaults to ``0.6``.
+        component_norm (str): ``"none"`` (the paper) or ``"train_stats"`` **[A7]**.
+        sigma (float): Gaussian smoothing of the map; ``0`` is none (the paper). Defaults to ``0``.
+        use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
+        use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
+        use_mse (bool): augment training images with M-SE (Table 7). Defaults to ``True``.
+        mse_area_ratio (float): M-SE total pasted area / image area. Defaults to ``0.20``.
+        mse_max_patch_ratio (float): M-SE largest patch / image area. Defaults to ``0.01``.
+        lr (float): Adam learning rate of G and D. Defaults to ``2e-4``.
+        beta1 (float): Adam β1. Defaults to ``0.5``.
+        beta2 (float): Adam β2. Defaults to ``0.999``.
+        weight_decay (float): Adam weight decay. Defaults to ``1e-5``.
+        max_epochs (int): epoch budget handed to the Engine through ``trainer_arguments`` (anomalib's
+            Engine lets a model's trainer arguments override ``--trainer.max_epochs``, and its
+            benchmark passes none, so the budget lives here). Defaults to ``200``.
+        pre_processor, post_processor, evaluator, visualizer: anomalib components, as for any model.
+
+    Example:
+        >>> model = Fegan(image_size=64, pre_trained=False)
+        >>> model.model(torch.rand(1, 3, 64, 64)).anomaly_map.shape  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int] = 256,
+        backbone: str = "vgg19",
+        tap: str = "relu5_4",
+        pre_trained: bool = True,
+        weights: str | None = None,
+        encoder_init: str = "pretrained",
+        lambda_fea: float = 30.0,
+        lambda_con: float = 30.0,
+        lambda_adv: float = 1.0,
+        score_lambda: float = 0.6,
+        component_norm: str = "none",
+        sigma: float = 0.0,
+        use_discriminator: bool = True,
+        use_fen: bool = True,
+        use_mse: bool = True,
+        mse_area_ratio: float = 0.20,
+        mse_max_patch_ratio: float = 0.01,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        weight_decay: float = 1e-5,
+        max_epochs: int = 200,
+        pre_processor: PreProcessor | bool = True,
+        post_processor: PostProcessor | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(size)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        if self.input_size is not None and tuple(self.input_size) != size:
+            msg = (
+                f"The pre_processor resizes to {tuple(self.input_size)} but image_size is {size}. Set "
+                f"image_size to the pre-processor's size, or drop the custom pre_processor."
+            )
+            raise ValueError(msg)
+        if max_epochs < 1:
+            msg = f"max_epochs must be a positive number of epochs, got {max_epochs}."
+            raise ValueError(msg)
+        self.model = FeganModel(
+            image_size=size,
+            backbone=backbone,
+            tap=tap,
+            pre_trained=pre_trained,
+            weights=weights,
+            encoder_init=encoder_init,
+            use_discriminator=use_discriminator,
+            use_fen=use_fen,
+            score_lambda=score_lambda,
+            component_norm=component_norm,
+            sigma=sigma,
+        )
+        self.m_se = MultiScaleSelfEnhancement(area_ratio=mse_area_ratio, max_patch_ratio=mse_max_patch_ratio)
+        self.use_mse = use_mse
+        self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv if use_discriminator else 0.0)
+        self.discriminator_loss = DiscriminatorLoss()
+        self.automatic_optimization = False
+        self.lr = lr
+        self.betas = (beta1, beta2)
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+
+    @classmethod
+    def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
+        """Resize only: the model normalises internally, so the exported graph holds it **[A5]**."""
+        image_size = image_size or (256, 256)
+        return PreProcessor(transform=Compose([Resize(image_size, antialias=True)]))
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image AUROC and F1, pixel AUROC, AUPRO and F1: the paper's figures plus anomalib's usual ones."""
+        test_metrics = [
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+        ]
+        return Evaluator(test_metrics=test_metrics)
+
+    def configure_optimizers(self) -> list[optim.Optimizer]:
+        """Adam for the generator (encoder + decoder) and, when used, for the discriminator."""
+        generator_params = [*self.model.encoder.parameters(), *self.model.decoder.parameters()]
+        optimizers = [optim.Adam(generator_params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)]
+        if self.model.discriminator is not None:
+            optimizers.append(
+                optim.Adam(
+                    self.model.discriminator.parameters(),
+                    lr=self.lr,
+                    betas=self.betas,
+                    weight_decay=self.weight_decay,
+                ),
+            )
+        return optimizers
+
+    def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        """Stop a diverged run before it steps an optimiser or saves a broken model."""
+        for name, value in losses.items():
+            if not torch.isfinite(value).all():
+                msg = (
+                    f"FEGAN training diverged: {name} is {value.item()} at global step {self.global_step} "
+                    f"(epoch {self.current_epoch}). Lower `lr`, check the input images for NaN/Inf, or resume "
+                    f"from an earlier checkpoint."
+                )
+                raise FloatingPointError(msg)
+
+    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """One forward, then a generator step and a discriminator step on the detached fake."""
+        del args, kwargs
+        optimizers = self.optimizers()
+        g_opt, d_opt = (optimizers, None) if not isinstance(optimizers, list) else (optimizers[0], optimizers[-1])
+        clean = batch.image
+        augmented = self.m_se(clean)[0] if self.use_mse else clean
+        output = self.model(augmented, clean)
+        real = clean * 2 - 1
+        discriminator = self.model.discriminator
+        fake_logits = discriminator(output.reconstruction) if discriminator is not None else None
+        g_loss, terms = self.generator_loss(
+            real,
+            output.reconstruction,
+            output.fen_features,
+            output.encoder_features,
+            fake_logits,
+        )
+        self._check_finite({"generator_loss": g_loss, **terms})
+        g_opt.zero_grad()
+        self.manual_backward(g_loss)
+        g_opt.step()
+        losses = {"generator_loss": g_loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        if discriminator is not None and d_opt is not None:
+            d_loss = self.discriminator_loss(discriminator(real), discriminator(output.reconstruction.detach()))
+            self._check_finite({"discriminator_loss": d_loss})
+            d_opt.zero_grad()
+            self.manual_backward(d_loss)
+            d_opt.step()
+            losses["discriminator_loss"] = d_loss.detach()
+        self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, logger=True, batch_size=len(clean))
+        return losses
+
+    def on_validation_epoch_start(self) -> None:
+        """With ``component_norm="train_stats"``, measure F and R on the normal training images first.
+
+        Validation runs before ``on_train_epoch_end``; measuring here makes the threshold the
+        PostProcessor picks on this validation match the statistics the checkpoint stores.
+        """
+        super().on_validation_epoch_start()
+        if self.model.anomaly_map_generator.component_norm == "train_stats" and self.trainer.state.fn == "fit":
+            self._measure_train_stats()
+
+    @torch.no_grad()
+    def _measure_train_stats(self) -> None:
+        """Pixel mean and std of R and F over the training set, stored in the map generator's buffers."""
+        loader = self.trainer.datamodule.train_dataloader() if self.trainer.datamodule else self.trainer.train_dataloader
+        sums = torch.zeros(2, 2, dtype=torch.float64)  # rows R, F; columns sum, sum of squares
+        count = 0
+        for batch in loader:
+            images = batch.image.to(self.device)
+            if self.pre_processor is not None:
+                images = self.pre_processor.transform(images)
+            residual, feature = self.model.component_maps(images)
+            for row, values in enumerate((residual, feature)):
+                if values is not None:
+                    sums[row, 0] += values.double().sum().cpu()
+                    sums[row, 1] += values.double().square().sum().cpu()
+            count += residual.numel()
+        stats = torch.cat([sums.flatten(), torch.tensor([count], dtype=torch.float64)]).to(self.device)
+        stats = self.trainer.strategy.reduce(stats, reduce_op="sum").cpu()  # sums over DDP ranks
+        sums, count = stats[:4].view(2, 2), stats[4].item()
+        mean = sums[:, 0] / count
+        std = (sums[:, 1] / count - mean.square()).clamp_min(1e-12).sqrt()
+        feature = (mean[1].item(), std[1].item()) if self.model.use_fen else None
+        self.model.anomaly_map_generator.set_train_stats((mean[0].item(), std[0].item()), feature)
+        logger.info("FEGAN train_stats: R mean/std %.4g/%.4g, F %s", mean[0], std[0], feature)
+
+    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+        """Score the validation batch; the PostProcessor learns its thresholds from these."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """Finite epoch budget, no gradient clipping (manual optimisation), no sanity validation."""
+        return {"max_epochs": self.max_epochs, "gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """FEGAN learns from normal images only."""
+        return LearningType.ONE_CLASS
+
+
+class FEGAN(Fegan):  # noqa: N801 - the paper's spelling is the point of this alias
+    """:class:`Fegan` under the paper's spelling, so ``anomalib train --model FEGAN`` resolves.
+
+    jsonargparse matches short class names case-sensitively; results and checkpoints still go under
+    ``Fegan``.
+    """
+
+    @property
+    def name(self) -> str:
+        """Same results folder as :class:`Fegan`."""
+        return "Fegan"
+
+
+def _register_with_anomalib() -> None:
+    """Expose FEGAN in ``anomalib.models``: ``get_model``/the benchmark resolve short names only there.
+
+    anomalib 2.7 has no plugin registry; this attribute is the smallest registration its
+    ``get_model({"class_path": "Fegan"})`` honours.
+    """
+    import anomalib.models  # noqa: PLC0415 - already imported as the parent of anomalib.models.components
+
+    for model in (Fegan, FEGAN):
+        setattr(anomalib.models, model.__name__, model)
+
+
+_register_with_anomalib()

@@ -1,0 +1,219 @@
+"""PyTorch model of FEGAN.
+
+FEGAN (Fan, Zhang, Dai, IEEE Access 2024) pairs a frozen feature-extraction network (FEN, a
+VGG19 cut at ``relu5_4``) with a generator whose encoder is the same VGG stack and whose
+decoder is one deconvolution block back to the image. Training teaches the encoder to match
+the FEN's features of the clean image from an M-SE-augmented copy, and the decoder to
+reconstruct the clean image; a DCGAN discriminator sharpens the reconstruction. At test time
+the FEN-vs-encoder feature distance and the image-vs-reconstruction distance, fused, give the
+anomaly map (Eq. 6-10).
+
+The model receives images in [0, 1] (the pre-processor only resizes, **[A5]**); the ImageNet
+normalisation and the [-1, 1] range of the decoder live here so an exported graph holds them.
+Nothing random or training-only runs in eval mode, so export sees only FEN, encoder, decoder
+and the scoring step.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from .anomaly_map import AnomalyMapGenerator
+from .backbone import build_encoder, build_fen, tap_stride_and_channels
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TrainOutput(NamedTuple):
+    """What the losses need from one training forward.
+
+    ``fen_features`` is ``None`` when the FEN is switched off (Table 7's G-only rows).
+    """
+
+    fen_features: torch.Tensor | None
+    encoder_features: torch.Tensor
+    reconstruction: torch.Tensor
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """DCGAN initialisation: conv N(0, 0.02), BatchNorm weight N(1, 0.02) and bias 0."""
+    if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Decoder(nn.Module):
+    """The "one deconvolution block" **[A3]**: transposed convs k4 s2 p1 from the tap up to the image.
+
+    At a 16-stride tap with 512 channels: 512→256→128→64→3, BatchNorm+ReLU between, Tanh last,
+    so the output lives in [-1, 1].
+
+    Args:
+        in_channels: channels at the tap.
+        num_upsamplings: log2 of the tap's stride.
+    """
+
+    def __init__(self, in_channels: int, num_upsamplings: int) -> None:
+        super().__init__()
+        widths = [min(512, 64 * 2 ** (num_upsamplings - 2 - i)) for i in range(num_upsamplings - 1)] + [3]
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for index, width in enumerate(widths):
+            layers.append(nn.ConvTranspose2d(channels, width, kernel_size=4, stride=2, padding=1, bias=False))
+            if index < len(widths) - 1:
+                layers += [nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
+        layers.append(nn.Tanh())
+        self.layers = nn.Sequential(*layers)
+        self.apply(_dcgan_init)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Decode tap features into an image in [-1, 1]."""
+        return self.layers(features)
+
+
+class Discriminator(nn.Module):
+    """DCGAN/GANomaly-style discriminator with one logit per image **[A4]**.
+
+    Conv4×4 s2 + LeakyReLU(0.2), then Conv4×4 s2 + BN + LeakyReLU doubling the channels (capped at
+    512) while the map is larger than 4×4, then a convolution over the remaining map → 1 logit.
+
+    Args:
+        image_size: (H, W) of the images it judges.
+        base_width: channels of the first convolution. Defaults to ``64``.
+    """
+
+    def __init__(self, image_size: tuple[int, int], base_width: int = 64) -> None:
+        super().__init__()
+        height, width = image_size[0] // 2, image_size[1] // 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(3, base_width, kernel_size=4, stride=2, padding=1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        channels = base_width
+        while min(height, width) > 4:
+            out_channels = min(512, channels * 2)
+            layers += [
+                nn.Conv2d(channels, out_channels, kernel_size=4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            channels, height, width = out_channels, height // 2, width // 2
+        layers.append(nn.Conv2d(channels, 1, kernel_size=(height, width), bias=False))
+        self.layers = nn.Sequential(*layers)
+        self.apply(_dcgan_init)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Return one real-vs-fake logit per image, shape (B,)."""
+        return self.layers(images).flatten()
+
+
+class FeganModel(nn.Module):
+    """FEGAN's networks and its eval-mode contract.
+
+    Train mode: ``forward(augmented, clean)`` returns :class:`TrainOutput` (FEN features of the clean
+    image, encoder features and reconstruction of the augmented one). Eval mode: ``forward(images)``
+    returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
+    ``pred_score`` its per-image max (Eq. 10, **[A8]**: raw, not min-max normalised).
+
+    Args:
+        image_size: (H, W) of the model input; both must be multiples of the tap's stride.
+        backbone: torchvision VGG. Defaults to ``"vgg19"``.
+        tap: FEN/encoder cut **[A1]**. Defaults to ``"relu5_4"``.
+        pre_trained: torchvision ImageNet weights for the FEN. Defaults to ``True``.
+        weights: local torchvision-keyed state dict for the FEN (overrides ``pre_trained``).
+        encoder_init: ``"pretrained"`` (copy of the FEN) or ``"random"`` **[A2]**.
+        use_discriminator: build the discriminator (Table 7). Defaults to ``True``.
+        use_fen: use the FEN branch in loss and score (Table 7). Defaults to ``True``.
+        score_lambda: λ of Eq. 8. Defaults to ``0.6``.
+        component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
+        sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
+
+    Example:
+        >>> model = FeganModel((64, 64), pre_trained=False).eval()
+        >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
+        torch.Size([2, 64, 64])
+    """
+
+    def __init__(
+        self,
+        image_size: tuple[int, int] = (256, 256),
+        backbone: str = "vgg19",
+        tap: str = "relu5_4",
+        pre_trained: bool = True,
+        weights: str | Path | None = None,
+        encoder_init: str = "pretrained",
+        use_discriminator: bool = True,
+        use_fen: bool = True,
+        score_lambda: float = 0.6,
+        component_norm: str = "none",
+        sigma: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.use_fen = use_fen
+        self.fen = build_fen(backbone, tap, pre_trained, weights)
+        self.encoder = build_encoder(self.fen, encoder_init)
+        stride, channels = tap_stride_and_channels(self.fen)
+        if image_size[0] % stride or image_size[1] % stride:
+            msg = (
+                f"image_size {tuple(image_size)} is not divisible by {stride}, the stride of {backbone} at "
+                f"'{tap}'. Use a multiple of {stride} (e.g. {max(stride, round(image_size[0] / stride) * stride)})."
+            )
+            raise ValueError(msg)
+        self.decoder = Decoder(channels, int(math.log2(stride)))
+        self.discriminator = Discriminator(tuple(image_size)) if use_discriminator else None
+        self.anomaly_map_generator = AnomalyMapGenerator(
+            score_lambda=score_lambda if use_fen else 0.0,
+            component_norm=component_norm,
+            sigma=sigma,
+        )
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> FeganModel:
+        """Switch modes but keep the frozen FEN in eval mode (its BatchNorm statistics never move)."""
+        super().train(mode)
+        self.fen.eval()
+        return self
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalise [0, 1] images for the FEN and the encoder **[A5]**."""
+        return (images - self.mean) / self.std
+
+    def generate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the generator: encoder features ``θ(x)`` and reconstruction ``G(x)`` in [-1, 1]."""
+        features = self.encoder(self.normalize(images))
+        return features, self.decoder(features)
+
+    def forward(self, images: torch.Tensor, clean: torch.Tensor | None = None) -> TrainOutput | InferenceBatch:
+        """Training forward (``clean`` given: ``images`` is its augmented copy) or inference."""
+        encoder_features, reconstruction = self.generate(images)
+        if self.training:
+            target = images if clean is None else clean
+            fen_features = self.fen_features(target) if self.use_fen else None
+            return TrainOutput(fen_features, encoder_features, reconstruction)
+        fen_features = self.fen_features(images) if self.use_fen else None
+        anomaly_map = self.anomaly_map_generator(images * 2 - 1, reconstruction, fen_features, encoder_features)
+        return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
+
+    def fen_features(self, images: torch.Tensor) -> torch.Tensor:
+        """FEN features ``θ*(x)``, computed without gradient (the FEN is frozen)."""
+        with torch.no_grad():
+            return self.fen(self.normalize(images))
+
+    def component_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Unfused (R, F) maps of ``images`` at input size, for the ``train_stats`` normalisation."""
+        encoder_features, reconstruction = self.generate(images)
+        fen_features = self.fen_features(images) if self.use_fen else None
+        return self.anomaly_map_generator.components(images * 2 - 1, reconstruction, fen_features, encoder_features)
