@@ -230,7 +230,7 @@ class Fegan(AnomalibModule):
             self.manual_backward(d_loss)
             d_opt.step()
             losses["discriminator_loss"] = d_loss.detach()
-        self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, logger=True, batch_size=len(clean))
+        self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
         return losses
 
     def on_validation_epoch_start(self) -> None:

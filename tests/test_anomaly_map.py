@@ -1,0 +1,58 @@
+"""The scoring step (Eq. 6-10) on known answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator
+
+
+def _inputs() -> tuple[torch.Tensor, ...]:
+    images = torch.zeros(1, 3, 8, 8)
+    reconstruction = torch.zeros(1, 3, 8, 8)
+    reconstruction[0, :, 0, 0] = 1.0  # R = sqrt(3) at (0, 0), 0 elsewhere
+    fen = torch.zeros(1, 4, 2, 2)
+    encoder = torch.zeros(1, 4, 2, 2)
+    encoder[0, :, 1, 1] = 2.0  # F = 4 at the bottom-right tap cell
+    return images, reconstruction, fen, encoder
+
+
+def test_lambda_one_is_the_feature_map_only() -> None:
+    images, reconstruction, fen, encoder = _inputs()
+    anomaly_map = AnomalyMapGenerator(score_lambda=1.0)(images, reconstruction, fen, encoder)
+    expected = torch.nn.functional.interpolate(
+        torch.tensor([[[[0.0, 0.0], [0.0, 4.0]]]]), size=(8, 8), mode="bilinear", align_corners=True
+    )[:, 0]
+    torch.testing.assert_close(anomaly_map, expected)
+    assert anomaly_map[0, -1, -1] == 4.0 and anomaly_map[0, 0, 0] == 0.0  # align_corners keeps corners
+
+
+def test_lambda_zero_is_the_reconstruction_map_and_mix_is_linear() -> None:
+    images, reconstruction, fen, encoder = _inputs()
+    residual = AnomalyMapGenerator(score_lambda=0.0)(images, reconstruction, fen, encoder)
+    assert residual[0, 0, 0] == pytest.approx(3**0.5)
+    assert residual.sum() == pytest.approx(3**0.5)
+    feature = AnomalyMapGenerator(score_lambda=1.0)(images, reconstruction, fen, encoder)
+    mixed = AnomalyMapGenerator(score_lambda=0.6)(images, reconstruction, fen, encoder)
+    torch.testing.assert_close(mixed, 0.6 * feature + 0.4 * residual)
+
+
+def test_train_stats_standardise_each_component() -> None:
+    images, reconstruction, fen, encoder = _inputs()
+    generator = AnomalyMapGenerator(score_lambda=0.5, component_norm="train_stats")
+    generator.set_train_stats(residual=(1.0, 2.0), feature=(3.0, 4.0))
+    anomaly_map = generator(images, reconstruction, fen, encoder)
+    # at (0, 0): R = sqrt(3) -> (sqrt(3) - 1) / 2 ; F = 0 -> (0 - 3) / 4
+    assert anomaly_map[0, 0, 0] == pytest.approx(0.5 * (-0.75) + 0.5 * (3**0.5 - 1) / 2)
+    assert "feature_stats" in generator.state_dict()
+
+
+def test_no_fen_scores_reconstruction_only_and_bad_arguments() -> None:
+    images, reconstruction, _, encoder = _inputs()
+    anomaly_map = AnomalyMapGenerator(score_lambda=0.0)(images, reconstruction, None, encoder)
+    assert anomaly_map.max() == pytest.approx(3**0.5)
+    with pytest.raises(ValueError, match="component_norm"):
+        AnomalyMapGenerator(component_norm="zscore")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        AnomalyMapGenerator(score_lambda=1.5)

@@ -1,0 +1,81 @@
+"""Shapes, dtypes and the frozen FEN of FEGAN's networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fegan_anomalib import FeganModel
+from fegan_anomalib.models.fegan.backbone import build_encoder, build_fen, layer_names
+from fegan_anomalib.models.fegan.torch_model import Decoder, Discriminator
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes_and_dtypes(size: int) -> None:
+    model = FeganModel((size, size), pre_trained=False)
+    images = torch.rand(2, 3, size, size)
+    tap = size // 16
+    assert model.fen(images).shape == (2, 512, tap, tap)
+    assert model.encoder(images).shape == (2, 512, tap, tap)
+    decoded = model.decoder(torch.randn(2, 512, tap, tap))
+    assert decoded.shape == (2, 3, size, size)
+    assert decoded.dtype == torch.float32
+    assert decoded.abs().max() <= 1.0  # Tanh
+    assert model.discriminator(decoded).shape == (2,)
+
+    model.train()
+    output = model(images, images)
+    assert output.fen_features.shape == output.encoder_features.shape == (2, 512, tap, tap)
+    assert output.reconstruction.shape == (2, 3, size, size)
+
+    model.eval()
+    prediction = model(images)
+    assert prediction.anomaly_map.shape == (2, size, size)
+    assert prediction.anomaly_map.dtype == torch.float32
+    assert prediction.pred_score.shape == (2,)
+    assert torch.equal(prediction.pred_score, prediction.anomaly_map.amax(dim=(-2, -1)))
+
+
+def test_non_square_discriminator_and_decoder_depth() -> None:
+    assert Discriminator((64, 128))(torch.rand(3, 3, 64, 128)).shape == (3,)
+    assert Decoder(512, 5)(torch.randn(1, 512, 2, 2)).shape == (1, 3, 64, 64)  # pool5 tap: stride 32
+
+
+def test_tap_layer_names_and_pool_swap() -> None:
+    fen = build_fen("vgg19", "relu5_4", pre_trained=False)
+    assert layer_names(fen)[-1] == "relu5_4"
+    assert len(fen) == 36
+    assert len(build_fen("vgg19", "pool5", pre_trained=False)) == 37
+    encoder = build_encoder(fen)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in encoder)
+    assert sum(isinstance(m, torch.nn.AvgPool2d) for m in encoder) == 4
+    # [A2] pretrained init copies the FEN, random init does not
+    assert torch.equal(encoder[0].weight, fen[0].weight)
+    assert not torch.equal(build_encoder(fen, "random")[0].weight, fen[0].weight)
+
+
+def test_fen_is_frozen_and_gets_no_gradient() -> None:
+    model = FeganModel((32, 32), pre_trained=False).train()
+    assert not model.fen.training
+    assert all(not p.requires_grad for p in model.fen.parameters())
+    output = model(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    loss = (output.fen_features - output.encoder_features).square().mean() + output.reconstruction.mean()
+    loss.backward()
+    assert all(p.grad is None for p in model.fen.parameters())
+    assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_bn_backbone_keeps_fen_statistics_in_training() -> None:
+    model = FeganModel((32, 32), backbone="vgg16_bn", tap="relu5_2", pre_trained=False).train()
+    before = model.fen[1].running_mean.clone()
+    model(torch.rand(2, 3, 32, 32) * 5, torch.rand(2, 3, 32, 32) * 5)
+    assert torch.equal(model.fen[1].running_mean, before)
+
+
+def test_bad_configuration_errors() -> None:
+    with pytest.raises(ValueError, match="not divisible by 16"):
+        FeganModel((40, 40), pre_trained=False)
+    with pytest.raises(ValueError, match="relu5_4"):
+        FeganModel((32, 32), tap="relu9_9", pre_trained=False)
+    with pytest.raises(ValueError, match="vgg19"):
+        FeganModel((32, 32), backbone="resnet18", pre_trained=False)
