@@ -32,12 +32,12 @@ class _AnomalibModelsFinder:
 
         def exec_then_register(module: object) -> None:
             exec_module(module)
-            setattr(sys.modules["anomalib"], "models", module)  # import would bind it only after we return
+            sys.modules["anomalib"].models = module  # import would bind it only after we return
             if _PLUGIN in sys.modules:  # importing (or done): the module registers itself at its end
                 return
             try:
                 __import__(_PLUGIN)
-            except Exception as error:  # noqa: BLE001 - never break anomalib because of the plugin
+            except Exception as error:
                 import warnings  # noqa: PLC0415
 
                 warnings.warn(f"fegan-anomalib could not register FEGAN with anomalib: {error!r}", stacklevel=2)

@@ -6,12 +6,12 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from fegan_anomalib.data import make_synthetic_dataset  # noqa: E402
+from fegan_anomalib.data import make_synthetic_dataset
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -18,7 +18,11 @@ TINY = ["--model.pre_trained", "false", "--model.image_size", "32", "--model.max
 def _anomalib(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "anomalib.cli.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "anomalib.cli.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -27,8 +31,18 @@ def _anomalib(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def _data(root: Path) -> list[str]:
     return [
-        "--data", "anomalib.data.MVTecAD", "--data.root", str(root), "--data.category", "texture",
-        "--data.train_batch_size", "4", "--data.eval_batch_size", "4", "--data.num_workers", "0",
+        "--data",
+        "anomalib.data.MVTecAD",
+        "--data.root",
+        str(root),
+        "--data.category",
+        "texture",
+        "--data.train_batch_size",
+        "4",
+        "--data.eval_batch_size",
+        "4",
+        "--data.num_workers",
+        "0",
     ]
 
 
@@ -36,8 +50,9 @@ def _data(root: Path) -> list[str]:
 def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """``anomalib train --model FEGAN`` on the generated data; returns the run folder and its output."""
     workdir = tmp_path_factory.mktemp("cli")
-    result = _anomalib("train", "--model", "FEGAN", *TINY, *_data(synthetic_root), "--seed_everything", "1",
-                       cwd=workdir)
+    result = _anomalib(
+        "train", "--model", "FEGAN", *TINY, *_data(synthetic_root), "--seed_everything", "1", cwd=workdir
+    )
     return workdir, result.stdout + result.stderr
 
 
@@ -58,11 +73,21 @@ def test_cli_train_prints_metrics_and_writes_heat_maps(trained: tuple[Path, str]
 def test_cli_test_and_predict_by_other_names(trained: tuple[Path, str], synthetic_root: Path) -> None:
     workdir, _ = trained
     checkpoint = str(_checkpoint(workdir))
-    tested = _anomalib("test", "--model", "Fegan", *TINY, *_data(synthetic_root), "--ckpt_path", checkpoint,
-                       cwd=workdir)
+    tested = _anomalib(
+        "test", "--model", "Fegan", *TINY, *_data(synthetic_root), "--ckpt_path", checkpoint, cwd=workdir
+    )
     assert "pixel_AUROC" in tested.stdout + tested.stderr
-    _anomalib("predict", "--model", "fegan_anomalib.Fegan", *TINY, "--ckpt_path", checkpoint,
-              "--data", str(synthetic_root / "texture" / "test" / "scratch"), cwd=workdir)
+    _anomalib(
+        "predict",
+        "--model",
+        "fegan_anomalib.Fegan",
+        *TINY,
+        "--ckpt_path",
+        checkpoint,
+        "--data",
+        str(synthetic_root / "texture" / "test" / "scratch"),
+        cwd=workdir,
+    )
 
 
 def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained: tuple[Path, str]) -> None:
@@ -78,8 +103,9 @@ def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained: tuple[Pa
         first, second = reloaded.model(images), fresh.model(images)
     torch.testing.assert_close(first.pred_score, second.pred_score)
     torch.testing.assert_close(first.anomaly_map, second.anomaly_map)
-    assert not torch.equal(reloaded.model.decoder.layers[0].weight, Fegan(image_size=32, pre_trained=False)
-                           .model.decoder.layers[0].weight)  # trained weights, not a fresh init
+    assert not torch.equal(
+        reloaded.model.decoder.layers[0].weight, Fegan(image_size=32, pre_trained=False).model.decoder.layers[0].weight
+    )  # trained weights, not a fresh init
 
 
 def test_registration_hook_imports_nothing_heavy() -> None:
@@ -87,6 +113,11 @@ def test_registration_hook_imports_nothing_heavy() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
     code = "import sys, anomalib.models as m; print(m.Fegan.__module__, 'fegan_anomalib' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.stdout.split() == ["fegan_anomalib.models.fegan.lightning_model", "True"]

@@ -47,7 +47,11 @@ def test_one_step_moves_encoder_decoder_discriminator_not_fen() -> None:
     before = {name: p.detach().clone() for name, p in model.model.named_parameters()}
     recorder = _fit(model, [ImageBatch(image=torch.rand(4, 3, 32, 32))], steps=1)
     assert set(recorder.losses[0]) == {
-        "generator_loss", "content_loss", "feature_loss", "adversarial_loss", "discriminator_loss",
+        "generator_loss",
+        "content_loss",
+        "feature_loss",
+        "adversarial_loss",
+        "discriminator_loss",
     }
     changed = {name for name, p in model.model.named_parameters() if not torch.equal(p, before[name])}
     for part in ("encoder", "decoder", "discriminator"):

@@ -35,7 +35,7 @@ def test_weights_with_missing_and_misshapen_keys_are_listed(tmp_path: Path) -> N
 
 
 def test_missing_weights_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         build_fen(weights=tmp_path / "nope.pth")
 
 

@@ -26,7 +26,7 @@ DEFECTS = ("scratch", "stain")
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A woven surface: crossed sinusoids with a random phase, slight tint and sensor noise."""
+    """Paint a woven surface: crossed sinusoids with a random phase, slight tint and sensor noise."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     period = size / 12
     phase = rng.uniform(0, 2 * np.pi, 2)
@@ -37,7 +37,7 @@ def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _object(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A grey disc with a darker rim on a light background, slightly displaced each time."""
+    """Paint a grey disc with a darker rim on a light background, slightly displaced each time."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     centre = size / 2 + rng.normal(0, size * 0.02, 2)
     radius = size * (0.32 + rng.normal(0, 0.005))
@@ -50,7 +50,7 @@ def _object(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _defect_mask(rng: np.random.Generator, size: int, defect: str) -> np.ndarray:
-    """A boolean mask: a thick random line (scratch) or an irregular blob (stain), inside the frame."""
+    """Draw a boolean defect mask: a thick random line (scratch) or an irregular blob (stain), inside the frame."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     lo, hi = size * 0.3, size * 0.7
     if defect == "scratch":
@@ -96,8 +96,11 @@ def make_synthetic_dataset(
         root: output folder; one sub-folder per category, MVTec AD layout.
         categories: any of ``"texture"``, ``"object"``.
         image_size: side of the square images in pixels.
-        num_train, num_test_good, num_test_defect: images per split (per defect kind for the last).
+        num_train: normal training images.
+        num_test_good: normal test images.
+        num_test_defect: test images per defect kind, each with its mask.
         seed: the whole data set is a function of this seed.
+
     """
     root = Path(root)
     painters = {"texture": _texture, "object": _object}

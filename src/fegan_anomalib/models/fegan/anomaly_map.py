@@ -32,6 +32,7 @@ class AnomalyMapGenerator(nn.Module):
         >>> image = torch.zeros(1, 3, 32, 32)
         >>> generator(image, image, torch.ones(1, 8, 2, 2), torch.zeros(1, 8, 2, 2)).shape
         torch.Size([1, 32, 32])
+
     """
 
     def __init__(self, score_lambda: float = 0.6, component_norm: str = "none", sigma: float = 0.0) -> None:

@@ -61,6 +61,7 @@ class MultiScaleSelfEnhancement(nn.Module):
         >>> augmented, mask = m_se(torch.rand(2, 3, 64, 64), generator=torch.Generator().manual_seed(0))
         >>> augmented.shape, mask.shape
         (torch.Size([2, 3, 64, 64]), torch.Size([2, 1, 64, 64]))
+
     """
 
     def __init__(

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 BACKBONES = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
 
 
@@ -119,6 +118,7 @@ def build_fen(
 
     Returns:
         The cut stack, in eval mode, with ``requires_grad`` off.
+
     """
     if weights is not None:
         features = _vgg_features(backbone)

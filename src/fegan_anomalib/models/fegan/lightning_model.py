@@ -20,6 +20,7 @@ Example:
 Paper:
     Title: FEGAN: A Feature Extraction Based Approach for GAN Anomaly Detection and Localization
     Journal: IEEE Access, 2024
+
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Fegan(AnomalibModule):
     Example:
         >>> model = Fegan(image_size=64, pre_trained=False)
         >>> model.model(torch.rand(1, 3, 64, 64)).anomaly_map.shape  # doctest: +SKIP
+
     """
 
     def __init__(
@@ -246,7 +248,9 @@ class Fegan(AnomalibModule):
     @torch.no_grad()
     def _measure_train_stats(self) -> None:
         """Pixel mean and std of R and F over the training set, stored in the map generator's buffers."""
-        loader = self.trainer.datamodule.train_dataloader() if self.trainer.datamodule else self.trainer.train_dataloader
+        loader = (
+            self.trainer.datamodule.train_dataloader() if self.trainer.datamodule else self.trainer.train_dataloader
+        )
         sums = torch.zeros(2, 2, dtype=torch.float64)  # rows R, F; columns sum, sum of squares
         count = 0
         for batch in loader:
@@ -284,7 +288,7 @@ class Fegan(AnomalibModule):
         return LearningType.ONE_CLASS
 
 
-class FEGAN(Fegan):  # noqa: N801 - the paper's spelling is the point of this alias
+class FEGAN(Fegan):
     """:class:`Fegan` under the paper's spelling, so ``anomalib train --model FEGAN`` resolves.
 
     jsonargparse matches short class names case-sensitively; results and checkpoints still go under

@@ -26,6 +26,7 @@ class GeneratorLoss(nn.Module):
         >>> total, terms = loss(image, image, None, torch.zeros(1, 4, 1, 1), None)
         >>> float(total), sorted(terms)
         (0.0, ['content_loss'])
+
     """
 
     def __init__(self, lambda_fea: float = 30.0, lambda_con: float = 30.0, lambda_adv: float = 1.0) -> None:

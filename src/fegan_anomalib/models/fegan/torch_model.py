@@ -62,6 +62,7 @@ class Decoder(nn.Module):
     Args:
         in_channels: channels at the tap.
         num_upsamplings: log2 of the tap's stride.
+
     """
 
     def __init__(self, in_channels: int, num_upsamplings: int) -> None:
@@ -92,6 +93,7 @@ class Discriminator(nn.Module):
     Args:
         image_size: (H, W) of the images it judges.
         base_width: channels of the first convolution. Defaults to ``64``.
+
     """
 
     def __init__(self, image_size: tuple[int, int], base_width: int = 64) -> None:
@@ -144,6 +146,7 @@ class FeganModel(nn.Module):
         >>> model = FeganModel((64, 64), pre_trained=False).eval()
         >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
         torch.Size([2, 64, 64])
+
     """
 
     def __init__(
