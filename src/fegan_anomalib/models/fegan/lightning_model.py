@@ -35,10 +35,12 @@ from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
-from anomalib.visualization import Visualizer
+from anomalib.visualization import ImageVisualizer, Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 from torchvision.transforms.v2 import Compose, Resize
+
+from fegan_anomalib.metrics import BestIoU, ThresholdIoU
 
 from .augmentation import MultiScaleSelfEnhancement
 from .loss import DiscriminatorLoss, GeneratorLoss
@@ -166,15 +168,34 @@ class Fegan(AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Image AUROC and F1, pixel AUROC, AUPRO and F1: the paper's figures plus anomalib's usual ones."""
+        """The paper's figures (image/pixel AUROC, IoU two ways **[A10]**) plus AUPRO and F1."""
         test_metrics = [
             AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
             F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
             AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
             AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
             F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+            BestIoU(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            ThresholdIoU(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
         ]
         return Evaluator(test_metrics=test_metrics)
+
+    @classmethod
+    def configure_visualizer(cls) -> ImageVisualizer:
+        """The paper's four panels (Figs. 6-8): image, ground truth, heat map, segmentation.
+
+        The heat map is min-max normalised per image (Eq. 9, **[A8]**: for display only); the
+        segmentation fills the predicted region and draws the true boundary.
+        """
+        return ImageVisualizer(
+            fields=["image", "gt_mask"],
+            overlay_fields=[("image", ["anomaly_map"]), ("image", ["pred_mask", "gt_mask"])],
+            overlay_fields_config={
+                "anomaly_map": {"colormap": True, "normalize": True, "alpha": 0.5},
+                "pred_mask": {"mode": "fill", "color": (255, 0, 0), "alpha": 0.45},
+                "gt_mask": {"mode": "contour", "color": (0, 255, 0), "alpha": 1.0},
+            },
+        )
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (encoder + decoder) and, when used, for the discriminator."""
