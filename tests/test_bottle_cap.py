@@ -40,7 +40,10 @@ def test_reads_images_and_masks_matched_by_name(tmp_path: Path) -> None:
     assert len(train) == 4 and len(test) == 6
     assert sorted(Path(p).suffix for p in test.image_path if "good" in p) == [".bmp", ".jpg"]
     anomalous = test[test.label_index == 1]
-    assert all(Path(m).parent.name == Path(i).parent.name for i, m in zip(anomalous.image_path, anomalous.mask_path))
+    assert all(
+        Path(m).parent.name == Path(i).parent.name
+        for i, m in zip(anomalous.image_path, anomalous.mask_path, strict=True)
+    )
     item = datamodule.test_data[int(anomalous.index[0])]
     assert item.gt_mask.sum() == 64
 

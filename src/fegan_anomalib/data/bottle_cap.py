@@ -29,7 +29,10 @@ def _images(folder: Path) -> list[Path]:
 
 def _require_images(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
-        msg = f"Bottle-Cap layout: missing folder {folder} ({what}). Expected ROOT/train/good, ROOT/test/good, ROOT/test/<defect>."
+        msg = (
+            f"Bottle-Cap layout: missing folder {folder} ({what}). "
+            f"Expected ROOT/train/good, ROOT/test/good, ROOT/test/<defect>."
+        )
         raise FileNotFoundError(msg)
     images = _images(folder)
     if not images:

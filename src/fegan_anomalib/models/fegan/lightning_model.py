@@ -168,7 +168,7 @@ class Fegan(AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """The paper's figures (image/pixel AUROC, IoU two ways **[A10]**) plus AUPRO and F1."""
+        """Report the paper's figures (image/pixel AUROC, IoU two ways **[A10]**) plus AUPRO and F1."""
         test_metrics = [
             AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
             F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
@@ -182,7 +182,7 @@ class Fegan(AnomalibModule):
 
     @classmethod
     def configure_visualizer(cls) -> ImageVisualizer:
-        """The paper's four panels (Figs. 6-8): image, ground truth, heat map, segmentation.
+        """Draw the paper's four panels (Figs. 6-8): image, ground truth, heat map, segmentation.
 
         The heat map is min-max normalised per image (Eq. 9, **[A8]**: for display only); the
         segmentation fills the predicted region and draws the true boundary.
