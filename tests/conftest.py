@@ -6,6 +6,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,52 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_test_good=4,
         num_test_defect=2,
     )
+
+
+TINY = ["--model.pre_trained", "false", "--model.image_size", "32", "--model.max_epochs", "1"]
+
+
+def anomalib_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "anomalib.cli.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def cli_data(root: Path) -> list[str]:
+    return [
+        "--data",
+        "anomalib.data.MVTecAD",
+        "--data.root",
+        str(root),
+        "--data.category",
+        "texture",
+        "--data.train_batch_size",
+        "4",
+        "--data.eval_batch_size",
+        "4",
+        "--data.num_workers",
+        "0",
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``anomalib train --model FEGAN`` on the generated data; returns the run folder and its output."""
+    workdir = tmp_path_factory.mktemp("cli")
+    result = anomalib_cli(
+        "train", "--model", "FEGAN", *TINY, *cli_data(synthetic_root), "--seed_everything", "1", cwd=workdir
+    )
+    return workdir, result.stdout + result.stderr
+
+
+def checkpoint_of(workdir: Path) -> Path:
+    (checkpoint,) = workdir.glob("results/Fegan/MVTecAD/texture/v0/weights/lightning/model.ckpt")
+    return checkpoint

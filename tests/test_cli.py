@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,53 +13,7 @@ import torch
 
 from fegan_anomalib import Fegan
 
-TINY = ["--model.pre_trained", "false", "--model.image_size", "32", "--model.max_epochs", "1"]
-
-
-def _anomalib(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "anomalib.cli.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def _data(root: Path) -> list[str]:
-    return [
-        "--data",
-        "anomalib.data.MVTecAD",
-        "--data.root",
-        str(root),
-        "--data.category",
-        "texture",
-        "--data.train_batch_size",
-        "4",
-        "--data.eval_batch_size",
-        "4",
-        "--data.num_workers",
-        "0",
-    ]
-
-
-@pytest.fixture(scope="module")
-def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """``anomalib train --model FEGAN`` on the generated data; returns the run folder and its output."""
-    workdir = tmp_path_factory.mktemp("cli")
-    result = _anomalib(
-        "train", "--model", "FEGAN", *TINY, *_data(synthetic_root), "--seed_everything", "1", cwd=workdir
-    )
-    return workdir, result.stdout + result.stderr
-
-
-def _checkpoint(workdir: Path) -> Path:
-    (checkpoint,) = workdir.glob("results/Fegan/MVTecAD/texture/v0/weights/lightning/model.ckpt")
-    return checkpoint
+from .conftest import TINY, anomalib_cli, checkpoint_of, cli_data
 
 
 def test_cli_train_prints_metrics_and_writes_heat_maps(trained: tuple[Path, str]) -> None:
@@ -67,17 +22,21 @@ def test_cli_train_prints_metrics_and_writes_heat_maps(trained: tuple[Path, str]
         assert metric in output
     heat_maps = list(workdir.glob("results/Fegan/MVTecAD/texture/v0/images/*/*.png"))
     assert len(heat_maps) == 8  # 4 good + 2 scratch + 2 stain
-    assert _checkpoint(workdir).is_file()
+    assert checkpoint_of(workdir).is_file()
+    record = json.loads((workdir / "results/Fegan/MVTecAD/texture/v0/test_metrics.json").read_text())
+    assert record["model"] == "Fegan" and record["category"] == "texture"
+    for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_BestIoU", "pixel_ThresholdIoU"):
+        assert 0.0 <= record["metrics"][metric] <= 1.0, metric
 
 
 def test_cli_test_and_predict_by_other_names(trained: tuple[Path, str], synthetic_root: Path) -> None:
     workdir, _ = trained
-    checkpoint = str(_checkpoint(workdir))
-    tested = _anomalib(
-        "test", "--model", "Fegan", *TINY, *_data(synthetic_root), "--ckpt_path", checkpoint, cwd=workdir
+    checkpoint = str(checkpoint_of(workdir))
+    tested = anomalib_cli(
+        "test", "--model", "Fegan", *TINY, *cli_data(synthetic_root), "--ckpt_path", checkpoint, cwd=workdir
     )
     assert "pixel_AUROC" in tested.stdout + tested.stderr
-    _anomalib(
+    anomalib_cli(
         "predict",
         "--model",
         "fegan_anomalib.Fegan",
@@ -91,8 +50,8 @@ def test_cli_test_and_predict_by_other_names(trained: tuple[Path, str], syntheti
 
 
 def test_checkpoint_reloads_weights_only_and_predicts_the_same(trained: tuple[Path, str]) -> None:
-    checkpoint = torch.load(_checkpoint(trained[0]), map_location="cpu", weights_only=False)
-    reloaded = Fegan.load_from_checkpoint(_checkpoint(trained[0]))  # anomalib default: weights_only=True
+    checkpoint = torch.load(checkpoint_of(trained[0]), map_location="cpu", weights_only=False)
+    reloaded = Fegan.load_from_checkpoint(checkpoint_of(trained[0]))  # anomalib default: weights_only=True
     assert reloaded.input_size == (32, 32)
     fresh = Fegan(image_size=32, pre_trained=False)
     fresh.load_state_dict(checkpoint["state_dict"])
@@ -121,3 +80,19 @@ def test_registration_hook_imports_nothing_heavy() -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.stdout.split() == ["fegan_anomalib.models.fegan.lightning_model", "True"]
+
+
+def test_checkpoint_of_another_model_or_backbone_is_refused(trained: tuple[Path, str], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"does not fit this FEGAN \(backbone=vgg16, tap=relu5_3.*missing.*unexpected"):
+        Fegan.load_from_checkpoint(checkpoint_of(trained[0]), backbone="vgg16", tap="relu5_3")
+    foreign = tmp_path / "padim.ckpt"
+    torch.save(
+        {
+            "state_dict": {"model.gaussian.mean": torch.zeros(3)},
+            "hyper_parameters": {"n_features": 100},
+            "pytorch-lightning_version": "2.6.6",
+        },
+        foreign,
+    )
+    with pytest.raises(ValueError, match="not a FEGAN checkpoint"):
+        Fegan.load_from_checkpoint(foreign, image_size=32, pre_trained=False)

@@ -108,3 +108,14 @@ def test_trainer_arguments_have_a_finite_budget_and_no_clipping() -> None:
     assert arguments["gradient_clip_val"] == 0
     with pytest.raises(ValueError, match="max_epochs"):
         _model(max_epochs=0)
+
+
+@pytest.mark.parametrize(("collapse_steps", "reinitialised"), [(1, True), (0, False)])
+def test_collapsed_discriminator_is_reinitialised(collapse_steps: int, reinitialised: bool) -> None:
+    seed_everything(0)
+    model = _model(use_mse=False, d_collapse_loss=1e9, d_collapse_steps=collapse_steps)  # every loss "collapsed"
+    _fit(model, [ImageBatch(image=torch.rand(2, 3, 32, 32))], steps=2)
+    g_opt, d_opt = model.trainer.optimizers
+    assert len(g_opt.state) > 0
+    assert (len(d_opt.state) == 0) is reinitialised
+    assert ("discriminator_reinit" in model.trainer.callback_metrics) is reinitialised

@@ -36,15 +36,17 @@ from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import ImageVisualizer, Visualizer
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 from torchvision.transforms.v2 import Compose, Resize
 
+from fegan_anomalib.callbacks import SaveTestMetrics
 from fegan_anomalib.metrics import BestIoU, ThresholdIoU
 
 from .augmentation import MultiScaleSelfEnhancement
 from .loss import DiscriminatorLoss, GeneratorLoss
-from .torch_model import FeganModel
+from .torch_model import FeganModel, dcgan_init
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,10 @@ class Fegan(AnomalibModule):
         beta1 (float): Adam β1. Defaults to ``0.5``.
         beta2 (float): Adam β2. Defaults to ``0.999``.
         weight_decay (float): Adam weight decay. Defaults to ``1e-5``.
+        d_collapse_loss (float): discriminator loss under which D counts as collapsed (it separates
+            real and fake perfectly and its gradient to G vanishes). Defaults to ``1e-4``.
+        d_collapse_steps (int): consecutive collapsed steps before D is re-initialised, as GANomaly
+            does; ``0`` disables the check. Defaults to ``20``.
         max_epochs (int): epoch budget handed to the Engine through ``trainer_arguments`` (anomalib's
             Engine lets a model's trainer arguments override ``--trainer.max_epochs``, and its
             benchmark passes none, so the budget lives here). Defaults to ``200``.
@@ -113,6 +119,8 @@ class Fegan(AnomalibModule):
         beta1: float = 0.5,
         beta2: float = 0.999,
         weight_decay: float = 1e-5,
+        d_collapse_loss: float = 1e-4,
+        d_collapse_steps: int = 20,
         max_epochs: int = 200,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
@@ -159,6 +167,9 @@ class Fegan(AnomalibModule):
         self.betas = (beta1, beta2)
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
+        self.d_collapse_loss = d_collapse_loss
+        self.d_collapse_steps = d_collapse_steps
+        self.collapsed_steps = 0
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -191,11 +202,15 @@ class Fegan(AnomalibModule):
             fields=["image", "gt_mask"],
             overlay_fields=[("image", ["anomaly_map"]), ("image", ["pred_mask", "gt_mask"])],
             overlay_fields_config={
-                "anomaly_map": {"colormap": True, "normalize": True, "alpha": 0.5},
+                "anomaly_map": {"colormap": True, "normalize": True},
                 "pred_mask": {"mode": "fill", "color": (255, 0, 0), "alpha": 0.45},
                 "gt_mask": {"mode": "contour", "color": (0, 255, 0), "alpha": 1.0},
             },
         )
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Anomalib's component callbacks plus ``SaveTestMetrics`` (for ``fegan-report``)."""
+        return [*super().configure_callbacks(), SaveTestMetrics()]
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (encoder + decoder) and, when used, for the discriminator."""
@@ -253,8 +268,26 @@ class Fegan(AnomalibModule):
             self.manual_backward(d_loss)
             d_opt.step()
             losses["discriminator_loss"] = d_loss.detach()
+            self._handle_discriminator_collapse(float(d_loss), d_opt)
         self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
         return losses
+
+    def _handle_discriminator_collapse(self, d_loss: float, d_opt: optim.Optimizer) -> None:
+        """Re-initialise D (DCGAN init, fresh Adam state) after ``d_collapse_steps`` near-zero losses."""
+        if self.d_collapse_steps <= 0:
+            return
+        self.collapsed_steps = self.collapsed_steps + 1 if d_loss < self.d_collapse_loss else 0
+        if self.collapsed_steps >= self.d_collapse_steps:
+            logger.warning(
+                "FEGAN discriminator collapsed (loss < %g for %d steps) at global step %d: re-initialising it.",
+                self.d_collapse_loss,
+                self.collapsed_steps,
+                self.global_step,
+            )
+            self.model.discriminator.apply(dcgan_init)
+            d_opt.state.clear()
+            self.collapsed_steps = 0
+            self.log("discriminator_reinit", 1.0, on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self) -> None:
         """With ``component_norm="train_stats"``, measure F and R on the normal training images first.
@@ -297,6 +330,34 @@ class Fegan(AnomalibModule):
         """Score the validation batch; the PostProcessor learns its thresholds from these."""
         del args, kwargs
         return batch.update(**self.model(batch.image)._asdict())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another model or another FEGAN configuration, naming the difference.
+
+        Lightning's own message for this is a long key list; here the user learns which model or
+        backbone the checkpoint holds and what to pass instead.
+        """
+        state = checkpoint.get("state_dict", {})
+        own = self.state_dict()
+        missing = [key for key in own if key.startswith("model.") and key not in state]
+        unexpected = [key for key in state if key.startswith("model.") and key not in own]
+        misshapen = [key for key in own if key in state and state[key].shape != own[key].shape]
+        if missing or unexpected or misshapen:
+            saved = checkpoint.get("hyper_parameters", {})
+            if "backbone" in saved:
+                origin = f"a FEGAN checkpoint with backbone={saved['backbone']}, tap={saved.get('tap')}, "
+                origin += f"image_size={saved.get('image_size')}"
+            else:
+                origin = f"not a FEGAN checkpoint (hyper-parameters: {sorted(saved)[:6]})"
+            examples = (missing + unexpected + misshapen)[:5]
+            msg = (
+                f"This checkpoint does not fit this FEGAN (backbone={self.hparams.backbone}, tap={self.hparams.tap}, "
+                f"image_size={self.hparams.image_size}): it is {origin}. {len(missing)} missing, "
+                f"{len(unexpected)} unexpected, {len(misshapen)} misshapen weights, e.g. {examples}. Pass a "
+                f"checkpoint trained with `--model FEGAN` and the same --model.backbone/--model.tap/--model.image_size."
+            )
+            raise ValueError(msg)
+        super().on_load_checkpoint(checkpoint)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class TrainOutput(NamedTuple):
     reconstruction: torch.Tensor
 
 
-def _dcgan_init(module: nn.Module) -> None:
+def dcgan_init(module: nn.Module) -> None:
     """DCGAN initialisation: conv N(0, 0.02), BatchNorm weight N(1, 0.02) and bias 0."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
@@ -77,7 +77,7 @@ class Decoder(nn.Module):
             channels = width
         layers.append(nn.Tanh())
         self.layers = nn.Sequential(*layers)
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Decode tap features into an image in [-1, 1]."""
@@ -114,7 +114,7 @@ class Discriminator(nn.Module):
             channels, height, width = out_channels, height // 2, width // 2
         layers.append(nn.Conv2d(channels, 1, kernel_size=(height, width), bias=False))
         self.layers = nn.Sequential(*layers)
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Return one real-vs-fake logit per image, shape (B,)."""
