@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from anomalib.data.utils import read_image
 from anomalib.deploy import OpenVINOInferencer
+from PIL import Image
 
 from fegan_anomalib import Fegan
+from fegan_anomalib.infer import load_rgb, main
 
 from .conftest import checkpoint_of
 
@@ -36,3 +40,34 @@ def test_openvino_fp32_matches_torch(trained: tuple[Path, str], synthetic_root: 
     assert np.array_equal(actual.pred_label.reshape(-1), expected.pred_label.numpy().reshape(-1))
     single = inferencer.predict(images[0].numpy())
     np.testing.assert_allclose(single.pred_score.reshape(-1), expected.pred_score.numpy()[:1].reshape(-1), atol=1e-4)
+
+
+def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
+) -> None:
+    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0])).eval()
+    xml = model.to_openvino(export_root=tmp_path / "export")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in sorted((synthetic_root / "texture" / "test" / "scratch").glob("*.png")):
+        shutil.copy(path, folder / path.name)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    grey16 = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(grey16).save(folder / "grey16.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(xml), str(folder), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 1
+    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5  # header + 2 images + 16-bit image + 2 unreadable files
+    assert any("empty.png" in row and "empty file" in row for row in rows)
+    assert any("broken.jpg" in row and "unreadable" in row for row in rows)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+
+
+def test_16_bit_images_keep_their_range(tmp_path: Path) -> None:
+    grey16 = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g.png")
+    image = load_rgb(tmp_path / "g.png")
+    assert image.shape == (64, 64, 3)
+    assert abs(float(image.mean()) - 0.5) < 0.01  # convert("RGB") would saturate almost everything to 1.0
