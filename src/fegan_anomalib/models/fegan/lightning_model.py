@@ -41,7 +41,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 from torchvision.transforms.v2 import Compose, Resize
 
-from fegan_anomalib.callbacks import SaveTestMetrics
+from fegan_anomalib.callbacks import SaveTestMetrics, ValidateData
 from fegan_anomalib.metrics import BestIoU, ThresholdIoU
 
 from .augmentation import MultiScaleSelfEnhancement
@@ -209,8 +209,8 @@ class Fegan(AnomalibModule):
         )
 
     def configure_callbacks(self) -> list[Callback]:
-        """Anomalib's component callbacks plus ``SaveTestMetrics`` (for ``fegan-report``)."""
-        return [*super().configure_callbacks(), SaveTestMetrics()]
+        """Add the input check and the metrics file for ``fegan-report`` to anomalib's component callbacks."""
+        return [*super().configure_callbacks(), ValidateData(), SaveTestMetrics()]
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (encoder + decoder) and, when used, for the discriminator."""
