@@ -77,6 +77,9 @@ class Fegan(AnomalibModule):
         use_mse (bool): augment training images with M-SE (Table 7). Defaults to ``True``.
         mse_area_ratio (float): M-SE total pasted area / image area. Defaults to ``0.20``.
         mse_max_patch_ratio (float): M-SE largest patch / image area. Defaults to ``0.01``.
+        mse_seed (int): M-SE draws come from a generator seeded with (mse_seed, global step, rank), not
+            from the global RNG: a resumed run repeats the uninterrupted one's augmentations, and DDP
+            ranks augment differently. Defaults to ``0``.
         lr (float): Adam learning rate of G and D. Defaults to ``2e-4``.
         beta1 (float): Adam β1. Defaults to ``0.5``.
         beta2 (float): Adam β2. Defaults to ``0.999``.
@@ -115,6 +118,7 @@ class Fegan(AnomalibModule):
         use_mse: bool = True,
         mse_area_ratio: float = 0.20,
         mse_max_patch_ratio: float = 0.01,
+        mse_seed: int = 0,
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
@@ -160,6 +164,7 @@ class Fegan(AnomalibModule):
         )
         self.m_se = MultiScaleSelfEnhancement(area_ratio=mse_area_ratio, max_patch_ratio=mse_max_patch_ratio)
         self.use_mse = use_mse
+        self.mse_seed = mse_seed
         self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv if use_discriminator else 0.0)
         self.discriminator_loss = DiscriminatorLoss()
         self.automatic_optimization = False
@@ -227,6 +232,11 @@ class Fegan(AnomalibModule):
             )
         return optimizers
 
+    def _mse_generator(self) -> torch.Generator:
+        """Seed this step's M-SE draws from (mse_seed, global step, rank) only, not the global RNG."""
+        seed = (self.mse_seed * 1_000_003 + self.global_step) * 4099 + self.global_rank
+        return torch.Generator().manual_seed(seed % (2**63))
+
     def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
         """Stop a diverged run before it steps an optimiser or saves a broken model."""
         for name, value in losses.items():
@@ -244,7 +254,7 @@ class Fegan(AnomalibModule):
         optimizers = self.optimizers()
         g_opt, d_opt = (optimizers, None) if not isinstance(optimizers, list) else (optimizers[0], optimizers[-1])
         clean = batch.image
-        augmented = self.m_se(clean)[0] if self.use_mse else clean
+        augmented = self.m_se(clean, generator=self._mse_generator())[0] if self.use_mse else clean
         output = self.model(augmented, clean)
         real = clean * 2 - 1
         discriminator = self.model.discriminator

@@ -1,0 +1,59 @@
+"""Determinism and resuming: the same seed gives the same model, a resumed run the same weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from anomalib.data import ImageBatch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from fegan_anomalib import Fegan
+
+BATCHES = [ImageBatch(image=torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i))) for i in range(3)]
+
+
+def _fit(root: Path, max_steps: int = -1, ckpt_path: Path | None = None, checkpoint: bool = False) -> Fegan:
+    seed_everything(1)
+    model = Fegan(image_size=32, pre_trained=False, evaluator=False, visualizer=False, max_epochs=2)
+    callbacks = [ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{step}")] if checkpoint else []
+    trainer = Trainer(
+        max_epochs=2,
+        max_steps=max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        default_root_dir=root,
+        enable_checkpointing=checkpoint,
+        callbacks=callbacks,
+    )
+    trainer.fit(model, DataLoader(BATCHES, batch_size=None), ckpt_path=ckpt_path)
+    return model
+
+
+def _same(first: Fegan, second: Fegan) -> bool:
+    second_state = second.model.state_dict()
+    return all(torch.equal(value, second_state[key]) for key, value in first.model.state_dict().items())
+
+
+def test_same_seed_same_weights_and_scores(tmp_path: Path) -> None:
+    first, second = _fit(tmp_path / "a"), _fit(tmp_path / "b")
+    assert _same(first, second)
+    images = torch.rand(2, 3, 32, 32)
+    first.model.eval()
+    second.model.eval()
+    assert torch.equal(first.model(images).pred_score, second.model(images).pred_score)
+
+
+def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
+    uninterrupted = _fit(tmp_path / "full")
+    _fit(tmp_path / "stopped", max_steps=6, checkpoint=True)  # 3 batches x (G step + D step): one epoch
+    (checkpoint,) = (tmp_path / "stopped").glob("step=6.ckpt")
+    resumed = _fit(tmp_path / "resumed", ckpt_path=checkpoint)
+    assert resumed.global_step == uninterrupted.global_step == 12
+    assert _same(uninterrupted, resumed)
