@@ -258,6 +258,8 @@ class Fegan(AnomalibModule):
         output = self.model(augmented, clean)
         real = clean * 2 - 1
         discriminator = self.model.discriminator
+        # toggling freezes D while G steps (no D gradients computed or all-reduced under DDP) and vice versa
+        self.toggle_optimizer(g_opt)
         fake_logits = discriminator(output.reconstruction) if discriminator is not None else None
         g_loss, terms = self.generator_loss(
             real,
@@ -270,13 +272,16 @@ class Fegan(AnomalibModule):
         g_opt.zero_grad()
         self.manual_backward(g_loss)
         g_opt.step()
+        self.untoggle_optimizer(g_opt)
         losses = {"generator_loss": g_loss.detach(), **{k: v.detach() for k, v in terms.items()}}
         if discriminator is not None and d_opt is not None:
+            self.toggle_optimizer(d_opt)
             d_loss = self.discriminator_loss(discriminator(real), discriminator(output.reconstruction.detach()))
             self._check_finite({"discriminator_loss": d_loss})
             d_opt.zero_grad()
             self.manual_backward(d_loss)
             d_opt.step()
+            self.untoggle_optimizer(d_opt)
             losses["discriminator_loss"] = d_loss.detach()
             self._handle_discriminator_collapse(float(d_loss), d_opt)
         self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
@@ -298,6 +303,16 @@ class Fegan(AnomalibModule):
             d_opt.state.clear()
             self.collapsed_steps = 0
             self.log("discriminator_reinit", 1.0, on_step=True, on_epoch=False)
+
+    def on_train_epoch_end(self) -> None:
+        """Under DDP, give every rank rank 0's BatchNorm statistics (DDP syncs them only at each forward).
+
+        SyncBatchNorm would need GPUs; without this, ranks end an epoch with statistics that differ by
+        their last local batch, so validation and checkpoints would depend on the rank.
+        """
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def on_validation_epoch_start(self) -> None:
         """With ``component_norm="train_stats"``, measure F and R on the normal training images first.
