@@ -81,6 +81,7 @@ def torch_rows(model: torch.nn.Module, size: int, seconds: float, compile_model:
         for batch in (1, 8):
             images = torch.rand(batch, 3, size, size)
             rows.append(("torch eager fp32", batch, _time(partial(model, images), seconds)))
+            print(f"  measured torch eager, batch {batch}: {1000 * rows[-1][2] / batch:.0f} ms/image", flush=True)
             rows.append(("torch bf16 autocast", batch, _time(partial(_bf16, model, images), seconds)))
             model.to(memory_format=torch.channels_last)
             x = images.contiguous(memory_format=torch.channels_last)
@@ -116,6 +117,7 @@ def openvino_rows(
             for batch in (1, 8):
                 array = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
                 rows.append((name, batch, _time(partial(inferencer.predict, array), seconds)))
+                print(f"  measured {name}, batch {batch}: {1000 * rows[-1][2] / batch:.0f} ms/image", flush=True)
     return rows
 
 

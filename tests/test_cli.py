@@ -96,3 +96,10 @@ def test_checkpoint_of_another_model_or_backbone_is_refused(trained: tuple[Path,
     )
     with pytest.raises(ValueError, match="not a FEGAN checkpoint"):
         Fegan.load_from_checkpoint(foreign, image_size=32, pre_trained=False)
+
+
+@pytest.mark.parametrize("config", sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")))
+def test_every_config_parses_with_anomalib_cli(config: Path, tmp_path: Path) -> None:
+    result = anomalib_cli("train", "--config", str(config), "--print_config", cwd=tmp_path)
+    assert "class_path: fegan_anomalib.Fegan" in result.stdout
+    assert "max_epochs:" in result.stdout
