@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--tap", default="relu5_4")
     parser.add_argument("--calibration-root", type=Path, default=None)
     parser.add_argument("--category", default="magnetic_tile")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="trained FEGAN checkpoint (else a random model)")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build)")
     args = parser.parse_args()
