@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
 from fegan_anomalib.data import make_synthetic_dataset
 
@@ -78,3 +79,17 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def checkpoint_of(workdir: Path) -> Path:
     (checkpoint,) = workdir.glob("results/Fegan/MVTecAD/texture/v0/weights/lightning/model.ckpt")
     return checkpoint
+
+
+def quiet_trainer(**kwargs) -> Trainer:
+    """A CPU Lightning trainer for training-only unit tests: no logger, bars, summary or validation."""
+    defaults = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 0,
+        "accelerator": "cpu",
+    }
+    return Trainer(**{**defaults, **kwargs})

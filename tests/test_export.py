@@ -18,7 +18,10 @@ from fegan_anomalib.infer import load_rgb, main
 from .conftest import checkpoint_of
 
 
-def test_openvino_fp32_matches_torch(trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path) -> None:
+def test_openvino_fp32_matches_torch(
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
     model = Fegan.load_from_checkpoint(checkpoint_of(trained[0])).eval()
     xml = model.to_openvino(export_root=tmp_path)
     graph = xml.read_text()
@@ -43,8 +46,9 @@ def test_openvino_fp32_matches_torch(trained: tuple[Path, str], synthetic_root: 
 
 
 def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
-    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
     model = Fegan.load_from_checkpoint(checkpoint_of(trained[0])).eval()
     xml = model.to_openvino(export_root=tmp_path / "export")
     folder = tmp_path / "images"

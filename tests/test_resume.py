@@ -6,11 +6,13 @@ from pathlib import Path
 
 import torch
 from anomalib.data import ImageBatch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
+
+from .conftest import quiet_trainer
 
 BATCHES = [ImageBatch(image=torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i))) for i in range(3)]
 
@@ -19,18 +21,8 @@ def _fit(root: Path, max_steps: int = -1, ckpt_path: Path | None = None, checkpo
     seed_everything(1)
     model = Fegan(image_size=32, pre_trained=False, evaluator=False, visualizer=False, max_epochs=2)
     callbacks = [ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{step}")] if checkpoint else []
-    trainer = Trainer(
-        max_epochs=2,
-        max_steps=max_steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        accelerator="cpu",
-        default_root_dir=root,
-        enable_checkpointing=checkpoint,
-        callbacks=callbacks,
+    trainer = quiet_trainer(
+        max_epochs=2, max_steps=max_steps, default_root_dir=root, enable_checkpointing=checkpoint, callbacks=callbacks
     )
     trainer.fit(model, DataLoader(BATCHES, batch_size=None), ckpt_path=ckpt_path)
     return model

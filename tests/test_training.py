@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from anomalib.data import ImageBatch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
+
+from .conftest import quiet_trainer
 
 
 class _Recorder(Callback):
@@ -21,18 +23,7 @@ class _Recorder(Callback):
 
 def _fit(model: Fegan, batches: list[ImageBatch], steps: int) -> _Recorder:
     recorder = _Recorder()
-    trainer = Trainer(
-        max_steps=steps,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[recorder],
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_steps=steps, max_epochs=-1, callbacks=[recorder])
     trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
     return recorder
 
