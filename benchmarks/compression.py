@@ -46,8 +46,9 @@ def main() -> None:
     masks = []
     for path in images:
         mask_path = args.root / args.category / "ground_truth" / path.parent.name / f"{path.stem}_mask.png"
-        shape = read_image(path).shape[:2]
-        masks.append(read_mask(mask_path) > 0 if mask_path.exists() else np.zeros(shape, dtype=bool))
+        masks.append(
+            read_mask(mask_path) > 0 if mask_path.exists() else np.zeros(read_image(path).shape[:2], dtype=bool)
+        )
     variants = [
         ("FP32", None, {"INFERENCE_PRECISION_HINT": "f32"}),
         ("FP16 IR", CompressionType.FP16, {"INFERENCE_PRECISION_HINT": "f32"}),

@@ -60,7 +60,7 @@ def model_gflops(model: torch.nn.Module, size: int) -> float:
             total += 2 * output[0].numel() * module.in_channels * np.prod(module.kernel_size)
 
     for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d) and "discriminator" not in str(module):
+        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):  # D never runs in eval mode
             hooks.append(module.register_forward_hook(count))
     with torch.no_grad():
         model(torch.rand(1, 3, size, size))
