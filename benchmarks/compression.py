@@ -51,6 +51,7 @@ def main() -> None:
         )
     variants = [
         ("FP32", None, {"INFERENCE_PRECISION_HINT": "f32"}),
+        ("FP32 IR, OpenVINO default precision (bf16 where the CPU has it)", None, None),
         ("FP16 IR", CompressionType.FP16, {"INFERENCE_PRECISION_HINT": "f32"}),
         ("INT8 PTQ", CompressionType.INT8_PTQ, None),
     ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 _TARGET = "anomalib.models"
-_PLUGIN = "fegan_anomalib.models.fegan.lightning_model"
+_PLUGIN = "fegan_anomalib.models"
 
 
 class _AnomalibModelsFinder:

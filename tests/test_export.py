@@ -13,7 +13,7 @@ from anomalib.deploy import OpenVINOInferencer
 from PIL import Image
 
 from fegan_anomalib import Fegan
-from fegan_anomalib.infer import load_rgb, main
+from fegan_anomalib.infer import load_rgb, main, run
 
 from .conftest import checkpoint_of
 
@@ -60,13 +60,15 @@ def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
     grey16 = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     Image.fromarray(grey16).save(folder / "grey16.png")
     with pytest.raises(SystemExit) as exit_info:
-        main([str(xml), str(folder), "--out", str(tmp_path / "out")])
+        main([str(xml), str(folder), "--out", str(tmp_path / "out"), "--precision", "f32"])
     assert exit_info.value.code == 1
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 5  # header + 2 images + 16-bit image + 2 unreadable files
     assert any("empty.png" in row and "empty file" in row for row in rows)
     assert any("broken.jpg" in row and "unreadable" in row for row in rows)
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    with pytest.raises(ValueError, match="precision must be one of"):
+        run(xml, folder, tmp_path / "out2", precision="int4")
 
 
 def test_16_bit_images_keep_their_range(tmp_path: Path) -> None:

@@ -30,18 +30,18 @@ def _images(folder: Path) -> list[Path]:
 def _require_images(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         msg = (
-            f"Bottle-Cap layout: missing folder {folder} ({what}). "
+            f"Data layout: missing folder {folder} ({what}). "
             f"Expected ROOT/train/good, ROOT/test/good, ROOT/test/<defect>."
         )
         raise FileNotFoundError(msg)
     images = _images(folder)
     if not images:
-        msg = f"Bottle-Cap layout: {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); add {what} there."
+        msg = f"Data layout: {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); add {what} there."
         raise FileNotFoundError(msg)
     return images
 
 
-def match_masks(root: str | Path) -> dict[Path, Path] | None:
+def match_masks(root: str | Path, layout: str = "Bottle-Cap") -> dict[Path, Path] | None:
     """Map every defective test image under ``root`` to its mask, or ``None`` without ``ground_truth/``.
 
     Raises:
@@ -54,7 +54,7 @@ def match_masks(root: str | Path) -> dict[Path, Path] | None:
     _require_images(root / "test" / "good", "normal test images")
     defects = sorted(p for p in (root / "test").iterdir() if p.is_dir() and p.name != "good")
     if not defects:
-        msg = f"Bottle-Cap layout: no defect folder in {root / 'test'}; add ROOT/test/<defect>/ with defective images."
+        msg = f"Data layout: no defect folder in {root / 'test'}; add ROOT/test/<defect>/ with defective images."
         raise FileNotFoundError(msg)
     if not (root / "ground_truth").is_dir():
         for defect in defects:
@@ -77,9 +77,15 @@ def match_masks(root: str | Path) -> dict[Path, Path] | None:
         lines = [f"  image without mask: {p}" for p in unmatched_images]
         lines += [f"  mask without image: {p}" for p in unmatched_masks]
         msg = (
-            "Bottle-Cap masks do not match the defective images (a mask for test/<defect>/NAME.<ext> is "
-            "ground_truth/<defect>/NAME.<ext> or NAME_mask.<ext>):\n" + "\n".join(lines) + "\n"
-            "Add or rename the masks, or remove ground_truth/ for image-level evaluation only."
+            f"{layout} masks do not match the defective images (a mask for test/<defect>/NAME.<ext> is "
+            "ground_truth/<defect>/NAME.<ext> or NAME_mask.<ext>):\n"
+            + "\n".join(lines)
+            + "\n"
+            + (
+                "Add or rename the masks, or remove ground_truth/ for image-level evaluation only."
+                if layout == "Bottle-Cap"
+                else "Add or rename the masks (anomalib's MVTecAD needs one per defective image)."
+            )
         )
         raise ValueError(msg)
     return pairs

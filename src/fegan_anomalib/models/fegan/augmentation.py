@@ -135,3 +135,173 @@ class MultiScaleSelfEnhancement(nn.Module):
                 augmented[index, :, dy : dy + h, dx : dx + w] = self.jitter(source, generator)
                 mask[index, :, dy : dy + h, dx : dx + w] = 1.0
         return augmented, mask
+
+
+# Table 6 comparators, each with M-SE's interface: ``(images, generator) -> (augmented, mask)``,
+# the same ``area_ratio`` budget (fraction of the image altered) and seeded draws. anomalib has
+# DRAEM's Perlin augmenter only; these are written here because FEGAN's Table 6 needs them.
+
+
+class Cutout(nn.Module):
+    """Cutout (DeVries & Taylor, 2017): one square of ``area_ratio`` of the image set to ``fill``.
+
+    Args:
+        area_ratio: square area over image area. Defaults to ``0.20``.
+        fill: ``"black"`` (the original Cutout) or ``"colour"`` (one random RGB colour per square,
+            the paper's Cutout-colour). Defaults to ``"black"``.
+
+    """
+
+    def __init__(self, area_ratio: float = 0.20, fill: str = "black") -> None:
+        super().__init__()
+        if not 0.0 < area_ratio <= 1.0:
+            msg = f"area_ratio must lie in (0, 1], got {area_ratio}."
+            raise ValueError(msg)
+        if fill not in {"black", "colour"}:
+            msg = f"fill must be 'black' or 'colour', got '{fill}'."
+            raise ValueError(msg)
+        self.area_ratio = area_ratio
+        self.fill = fill
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the augmented batch and the mask of the erased square."""
+        batch, channels, height, width = images.shape
+        side_h = min(height, max(1, math.floor(math.sqrt(self.area_ratio * height * width))))
+        side_w = min(width, max(1, math.floor(self.area_ratio * height * width / side_h)))
+        augmented = images.clone()
+        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
+        for index in range(batch):
+            top, left = _randint(height - side_h, generator), _randint(width - side_w, generator)
+            if self.fill == "colour":
+                colour = torch.rand(channels, generator=generator).to(images)[:, None, None]
+            else:
+                colour = torch.zeros(channels, 1, 1, dtype=images.dtype, device=images.device)
+            augmented[index, :, top : top + side_h, left : left + side_w] = colour
+            mask[index, :, top : top + side_h, left : left + side_w] = 1.0
+        return augmented, mask
+
+
+class CutoutColour(Cutout):
+    """Cutout-colour: a Cutout square filled with one random colour (Table 6)."""
+
+    def __init__(self, area_ratio: float = 0.20) -> None:
+        super().__init__(area_ratio=area_ratio, fill="colour")
+
+
+class RIAD(nn.Module):
+    """RIAD-style (Zavrtanik et al., 2021) grid erasing: a random subset of K×K cells set to zero.
+
+    Per image a cell size K is drawn from ``cell_sizes`` and ``round(area_ratio · cells)`` of the
+    grid's cells are erased. RIAD itself inpaints the erased cells over several disjoint masks;
+    as a training augmentation only its masks are used here.
+
+    Args:
+        area_ratio: fraction of the cells erased. Defaults to ``0.20``.
+        cell_sizes: cell sides in pixels, one drawn per image. Defaults to ``(4, 8, 16)``.
+
+    """
+
+    def __init__(self, area_ratio: float = 0.20, cell_sizes: tuple[int, ...] = (4, 8, 16)) -> None:
+        super().__init__()
+        if not 0.0 < area_ratio <= 1.0 or not cell_sizes or min(cell_sizes) < 1:
+            msg = f"area_ratio must lie in (0, 1] and cell_sizes be positive, got {area_ratio} and {cell_sizes}."
+            raise ValueError(msg)
+        self.area_ratio = area_ratio
+        self.cell_sizes = tuple(cell_sizes)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the augmented batch and the mask of erased cells."""
+        batch, _, height, width = images.shape
+        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
+        for index in range(batch):
+            cell = self.cell_sizes[_randint(len(self.cell_sizes) - 1, generator)]
+            rows, cols = math.ceil(height / cell), math.ceil(width / cell)
+            chosen = torch.randperm(rows * cols, generator=generator)[: round(self.area_ratio * rows * cols)]
+            grid = torch.zeros(rows * cols, dtype=images.dtype)
+            grid[chosen] = 1.0
+            cells = grid.view(1, rows, cols).repeat_interleave(cell, 1).repeat_interleave(cell, 2)
+            mask[index] = cells[:, :height, :width].to(mask)
+        return images * (1 - mask), mask
+
+
+class SCADN(nn.Module):
+    """SCADN-style (Yan et al., 2021) stripe erasing: horizontal or vertical stripes set to zero.
+
+    Per image an orientation and a stripe width W from ``widths`` are drawn, then
+    ``round(area_ratio · L / W)`` stripes (at least one) evenly spaced from a random offset, wrapping
+    around the border, so about ``area_ratio`` of the image is erased at every scale.
+
+    Args:
+        area_ratio: fraction of the image erased. Defaults to ``0.20``.
+        widths: stripe widths in pixels, one drawn per image. Defaults to ``(2, 4, 8, 16)``.
+
+    """
+
+    def __init__(self, area_ratio: float = 0.20, widths: tuple[int, ...] = (2, 4, 8, 16)) -> None:
+        super().__init__()
+        if not 0.0 < area_ratio <= 1.0 or not widths or min(widths) < 1:
+            msg = f"area_ratio must lie in (0, 1] and widths be positive, got {area_ratio} and {widths}."
+            raise ValueError(msg)
+        self.area_ratio = area_ratio
+        self.widths = tuple(widths)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the augmented batch and the mask of erased stripes."""
+        batch, _, height, width = images.shape
+        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
+        for index in range(batch):
+            stripe = self.widths[_randint(len(self.widths) - 1, generator)]
+            vertical = bool(_randint(1, generator))
+            length = width if vertical else height
+            stripe = min(stripe, length)
+            count = max(1, round(self.area_ratio * length / stripe))
+            offset = _randint(length - 1, generator)
+            positions = torch.zeros(length, dtype=torch.bool)
+            for k in range(count):  # evenly spaced, wrapping around the border: exactly count·stripe lines
+                start = offset + round(k * length / count)
+                positions[(start + torch.arange(stripe)) % length] = True
+            if vertical:
+                mask[index, :, :, positions] = 1.0
+            else:
+                mask[index, :, positions, :] = 1.0
+        return images * (1 - mask), mask
+
+
+AUGMENTATIONS = {cls.__name__: cls for cls in (MultiScaleSelfEnhancement, Cutout, CutoutColour, RIAD, SCADN)}
+
+
+def build_augmentation(name: str, area_ratio: float, max_patch_ratio: float, **kwargs: object) -> nn.Module:
+    """Build a training augmentation from a class name of this module or a dotted class path.
+
+    ``area_ratio`` goes to every strategy (the Table 6 comparison holds the altered area fixed);
+    ``max_patch_ratio`` only to M-SE. Any other constructor argument comes in ``kwargs``.
+    """
+    if name in AUGMENTATIONS:
+        cls = AUGMENTATIONS[name]
+    elif "." in name:
+        from importlib import import_module  # noqa: PLC0415
+
+        module_name, _, class_name = name.rpartition(".")
+        try:
+            cls = getattr(import_module(module_name), class_name)
+        except (ImportError, AttributeError) as error:
+            msg = f"augmentation '{name}' cannot be imported ({error}); give a class path 'package.module.Class'."
+            raise ValueError(msg) from error
+    else:
+        msg = f"Unknown augmentation '{name}'. Choose one of {', '.join(AUGMENTATIONS)} or a dotted class path."
+        raise ValueError(msg)
+    if cls is MultiScaleSelfEnhancement:
+        kwargs = {"max_patch_ratio": max_patch_ratio, **kwargs}
+    return cls(area_ratio=area_ratio, **kwargs)

@@ -26,6 +26,7 @@ Paper:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ from torchvision.transforms.v2 import Compose, Resize
 from fegan_anomalib.callbacks import SaveTestMetrics, ValidateData
 from fegan_anomalib.metrics import BestIoU, ThresholdIoU
 
-from .augmentation import MultiScaleSelfEnhancement
+from .augmentation import build_augmentation
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .torch_model import FeganModel, dcgan_init
 
@@ -74,9 +75,15 @@ class Fegan(AnomalibModule):
         sigma (float): Gaussian smoothing of the map; ``0`` is none (the paper). Defaults to ``0``.
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
         use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
-        use_mse (bool): augment training images with M-SE (Table 7). Defaults to ``True``.
-        mse_area_ratio (float): M-SE total pasted area / image area. Defaults to ``0.20``.
+        use_mse (bool): augment training images with M-SE, or with ``augmentation`` (Table 7). Defaults to ``True``.
+        mse_area_ratio (float): M-SE total pasted area / image area (Table 5); the altered area of the
+            other augmentations too, so Table 6 compares them at the same budget. Defaults to ``0.20``.
         mse_max_patch_ratio (float): M-SE largest patch / image area. Defaults to ``0.01``.
+        augmentation (str): training augmentation, ``(images, generator) -> (augmented, mask)``: a class
+            of ``fegan_anomalib.models.fegan.augmentation`` (``MultiScaleSelfEnhancement``, ``Cutout``,
+            ``CutoutColour``, ``RIAD``, ``SCADN``, Table 6) or a dotted class path. A name, not a module,
+            so the checkpoint's hyper-parameters stay plain data. Defaults to ``"MultiScaleSelfEnhancement"``.
+        augmentation_args (dict | None): further constructor arguments of ``augmentation``. Defaults to ``None``.
         mse_seed (int): M-SE draws come from a generator seeded with (mse_seed, global step, rank), not
             from the global RNG: a resumed run repeats the uninterrupted one's augmentations, and DDP
             ranks augment differently. Defaults to ``0``.
@@ -118,6 +125,8 @@ class Fegan(AnomalibModule):
         use_mse: bool = True,
         mse_area_ratio: float = 0.20,
         mse_max_patch_ratio: float = 0.01,
+        augmentation: str = "MultiScaleSelfEnhancement",
+        augmentation_args: dict[str, Any] | None = None,
         mse_seed: int = 0,
         lr: float = 2e-4,
         beta1: float = 0.5,
@@ -162,7 +171,7 @@ class Fegan(AnomalibModule):
             component_norm=component_norm,
             sigma=sigma,
         )
-        self.m_se = MultiScaleSelfEnhancement(area_ratio=mse_area_ratio, max_patch_ratio=mse_max_patch_ratio)
+        self.m_se = build_augmentation(augmentation, mse_area_ratio, mse_max_patch_ratio, **(augmentation_args or {}))
         self.use_mse = use_mse
         self.mse_seed = mse_seed
         self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv if use_discriminator else 0.0)
@@ -212,6 +221,32 @@ class Fegan(AnomalibModule):
                 "gt_mask": {"mode": "contour", "color": (0, 255, 0), "alpha": 1.0},
             },
         )
+
+    def prepare_data(self) -> None:
+        """Check an MVTec-layout data set's masks by name before anomalib's MVTecAD reads it.
+
+        Lightning runs this before the datamodule's ``setup``. There anomalib pairs masks with
+        defective images by sorted position: a missing mask fails inside pandas ("Must have equal
+        len keys and value") without naming a file, and a missing ``ground_truth`` folder the same
+        way. This names every image without a mask and every mask without an image.
+        """
+        from anomalib.data import MVTecAD  # noqa: PLC0415
+
+        from fegan_anomalib.data.bottle_cap import match_masks  # noqa: PLC0415
+
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if not isinstance(datamodule, MVTecAD):
+            return
+        folder = Path(datamodule.root) / datamodule.category
+        if not folder.is_dir():
+            return  # anomalib's own prepare_data downloads the category or says it cannot
+        if match_masks(folder, layout="MVTec AD") is None:
+            msg = (
+                f"{folder} has defective test images but no ground_truth/ folder. anomalib's MVTecAD needs a "
+                f"mask per defective image (ground_truth/<defect>/NAME_mask.png); for image-level data use "
+                f"fegan_anomalib.data.BottleCap, which accepts a folder without masks."
+            )
+            raise FileNotFoundError(msg)
 
     def configure_callbacks(self) -> list[Callback]:
         """Add the input check and the metrics file for ``fegan-report`` to anomalib's component callbacks."""
@@ -283,7 +318,7 @@ class Fegan(AnomalibModule):
             d_opt.step()
             self.untoggle_optimizer(d_opt)
             losses["discriminator_loss"] = d_loss.detach()
-            self._handle_discriminator_collapse(float(d_loss), d_opt)
+            self._handle_discriminator_collapse(float(d_loss.detach()), d_opt)
         self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
         return losses
 

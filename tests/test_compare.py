@@ -1,0 +1,106 @@
+"""FEGAN beside PaDiM and DRAEM: the peers, anomalib's benchmark grid and ``fegan-compare`` end to end."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+from anomalib.models import get_model
+from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
+from anomalib.utils.config import flatten_dict
+
+from fegan_anomalib.compare import epochs_for, main
+from fegan_anomalib.models import BenchDraem, BenchPadim
+from fegan_anomalib.runs import run_in_subprocess
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def vgg16_bn_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torchvision-keyed VGG16-BN state dict cut after relu5_2, like the stand-in file."""
+    torch.manual_seed(0)
+    features = torchvision.models.vgg16_bn(weights=None).features[:40]
+    path = tmp_path_factory.mktemp("weights") / "vgg16_bn.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
+
+
+def test_benchmark_config_grid_is_uniform_and_finite() -> None:
+    """anomalib's results table needs one key set per grid; its Engine gets no epoch count."""
+    config = yaml.safe_load((REPO / "configs" / "benchmark.yaml").read_text())["benchmark"]
+    jobs = list(get_iterator_from_grid_dict(config))
+    assert [job["model"]["class_path"] for job in jobs] == ["Fegan", "BenchPadim", "BenchDraem"]
+    assert len({tuple(sorted(flatten_dict(job))) for job in jobs}) == 1
+    for job in jobs:
+        model = get_model(job["model"])  # resolvable by the short name the pipeline uses
+        epochs = model.trainer_arguments.get("max_epochs")
+        assert epochs is not None and 1 <= epochs <= 20, (job["model"]["class_path"], epochs)
+        assert tuple(model.pre_processor.transform.transforms[0].size) == (128, 128)
+        metrics = {metric.name for metric in model.evaluator.test_metrics}
+        assert {"image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_BestIoU"} <= metrics
+
+
+def test_padim_takes_the_vgg16_bn_weights_file(vgg16_bn_weights: Path) -> None:
+    model = BenchPadim(image_size=32, pre_trained=False, weights=str(vgg16_bn_weights))
+    extractor = model.model.feature_extractor
+    assert list(extractor.out_dims) == [256, 512, 512]
+    assert len(model.model.idx) == 100 and int(model.model.idx.max()) < 1280
+    first_conv = next(p for n, p in extractor.named_parameters() if n.endswith("weight"))
+    assert torch.equal(first_conv, torch.load(vgg16_bn_weights)["features.0.weight"])
+    features = extractor(torch.rand(1, 3, 32, 32))
+    assert [f.shape[-1] for f in features.values()] == [8, 4, 2]  # strides 4, 8, 16
+    with pytest.raises(ValueError, match="max_epochs must be 1"):
+        BenchPadim(max_epochs=3, pre_trained=False)
+
+
+def test_draem_budget_and_offline_errors(tmp_path: Path) -> None:
+    model = BenchDraem(image_size=64, max_epochs=4)
+    assert model.trainer_arguments["max_epochs"] == 4
+    assert model.trainer_arguments["gradient_clip_val"] == 0  # DRAEM's own arguments kept
+    assert model.augmenter.anomaly_source_paths == []  # noise sources, nothing downloaded
+    with pytest.raises(ValueError, match="set pre_trained to false"):
+        BenchDraem(pre_trained=True)
+    with pytest.raises(FileNotFoundError, match=r"dtd_dir .* does not exist"):
+        BenchDraem(dtd_dir=str(tmp_path / "dtd"))
+
+
+def test_epochs_for_budget() -> None:
+    assert epochs_for(1000, 28) == 36
+    assert epochs_for(1000, 400) == 3
+    assert epochs_for(10, 400) == 1
+
+
+def test_failed_run_raises_with_the_log(tmp_path: Path, synthetic_root: Path) -> None:
+    spec = {
+        "model": {"class_path": "Fegan", "init_args": {"image_size": 32, "pre_trained": False}},
+        "data": {"root": str(synthetic_root), "category": "no_such_category"},
+    }
+    with pytest.raises(RuntimeError, match="failed") as error:
+        run_in_subprocess(spec, tmp_path / "run")
+    assert "run.log" in str(error.value) and (tmp_path / "run" / "run.log").stat().st_size > 0
+
+
+def test_compare_end_to_end(tmp_path: Path, synthetic_root: Path, vgg16_bn_weights: Path) -> None:
+    out = tmp_path / "compare"
+    main([
+        "--root", str(synthetic_root), "--categories", "texture", "--weights", str(vgg16_bn_weights),
+        "--image-size", "32", "--batch-size", "4", "--fegan-images", "8", "--draem-images", "8", "--out", str(out),
+    ])  # fmt: skip
+    with (out / "results.csv").open() as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"Fegan", "BenchPadim", "BenchDraem"}
+    for name, row in rows.items():
+        assert "error" not in row or not row["error"], name
+        assert 0.0 <= float(row["pixel_AUROC"]) <= 1.0
+        assert float(row["train_seconds_per_image"]) > 0 and float(row["openvino_ms_per_image"]) > 0
+        assert float(row["peak_rss_mb"]) > 100 and float(row["openvino_ir_mb"]) > 0
+        assert int(row["epochs"]) == 1
+    assert rows["Fegan"]["condition"] == rows["BenchPadim"]["condition"] == "stand-in VGG16-BN"
+    report = (out / "results.md").read_text()
+    assert "FEGAN vs DRAEM: training" in report and "32x32" in report
+    assert (out / "results.png").stat().st_size > 1000
