@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from anomalib.data import ImageBatch
+from anomalib.data import ImageBatch, MVTecAD
 from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
@@ -48,4 +48,29 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None
     (checkpoint,) = (tmp_path / "stopped").glob("step=6.ckpt")
     resumed = _fit(tmp_path / "resumed", ckpt_path=checkpoint)
     assert resumed.global_step == uninterrupted.global_step == 12
+    assert _same(uninterrupted, resumed)
+
+
+def _fit_datamodule(root: Path, data: Path, max_steps: int = -1, ckpt_path: Path | None = None) -> Fegan:
+    """Two epochs over an anomalib datamodule (shuffled, 4 batches per epoch), optionally checkpointing."""
+    seed_everything(3)
+    model = Fegan(image_size=32, pre_trained=False, evaluator=False, visualizer=False, max_epochs=2)
+    datamodule = MVTecAD(root=data, category="texture", num_workers=0, train_batch_size=2, eval_batch_size=8)
+    callbacks = [ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=2, filename="{step}")]
+    trainer = quiet_trainer(
+        max_epochs=2, max_steps=max_steps, default_root_dir=root, enable_checkpointing=True, callbacks=callbacks
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return model
+
+
+def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path: Path, synthetic_root: Path) -> None:
+    uninterrupted = _fit_datamodule(tmp_path / "full", synthetic_root)
+    # 8 images in batches of 2: 4 batches (8 optimiser steps) per epoch; stop after 3 batches of epoch 2
+    _fit_datamodule(tmp_path / "stopped", synthetic_root, max_steps=14)
+    (checkpoint,) = (tmp_path / "stopped").glob("step=14.ckpt")
+    state = torch.load(checkpoint, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
+    assert state["epoch"] == 1 and state["batches"] == 3
+    resumed = _fit_datamodule(tmp_path / "resumed", synthetic_root, ckpt_path=checkpoint)
+    assert resumed.global_step == uninterrupted.global_step == 16
     assert _same(uninterrupted, resumed)

@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image, UnidentifiedImageError
 
@@ -174,6 +176,46 @@ class ValidateData(Callback):
             paths[0],
             folder,
         )
+
+
+class ResumableTrainLoader(Callback):
+    """Serve the datamodule's training set through a loader Lightning can resume mid-epoch.
+
+    See ``fegan_anomalib.data.resumable``: anomalib's shuffled ``DataLoader`` cannot be resumed, so
+    for ``fit`` this wraps the datamodule's ``train_dataloader`` (this datamodule object only) to
+    return a ``ResumableDataLoader`` over the same dataset, batch size, workers and collate function.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Wrap ``train_dataloader`` of the datamodule this fit uses."""
+        del pl_module
+        datamodule = trainer.datamodule
+        if stage != "fit" or datamodule is None or getattr(datamodule, "_fegan_resumable", False):
+            return
+        from torch.utils.data import DataLoader  # noqa: PLC0415
+
+        from fegan_anomalib.data.resumable import ResumableDataLoader  # noqa: PLC0415
+
+        original = datamodule.train_dataloader
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**31))
+
+        def train_dataloader() -> object:
+            loader = original()
+            if not isinstance(loader, DataLoader) or isinstance(loader, ResumableDataLoader):
+                return loader
+            return ResumableDataLoader(
+                loader.dataset,
+                batch_size=loader.batch_size,
+                num_workers=loader.num_workers,
+                collate_fn=loader.collate_fn,
+                seed=seed,
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                progress=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            )
+
+        datamodule.train_dataloader = train_dataloader
+        datamodule._fegan_resumable = True
 
 
 class SaveTestMetrics(Callback):

@@ -42,7 +42,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 from torchvision.transforms.v2 import Compose, Resize
 
-from fegan_anomalib.callbacks import SaveTestMetrics, ValidateData
+from fegan_anomalib.callbacks import ResumableTrainLoader, SaveTestMetrics, ValidateData
 from fegan_anomalib.metrics import BestIoU, ThresholdIoU
 
 from .augmentation import build_augmentation
@@ -249,8 +249,8 @@ class Fegan(AnomalibModule):
             raise FileNotFoundError(msg)
 
     def configure_callbacks(self) -> list[Callback]:
-        """Add the input check and the metrics file for ``fegan-report`` to anomalib's component callbacks."""
-        return [*super().configure_callbacks(), ValidateData(), SaveTestMetrics()]
+        """Add the input check, the resumable training loader and the metrics file to anomalib's callbacks."""
+        return [*super().configure_callbacks(), ValidateData(), ResumableTrainLoader(), SaveTestMetrics()]
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (encoder + decoder) and, when used, for the discriminator."""
