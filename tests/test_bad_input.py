@@ -85,7 +85,7 @@ def test_16_bit_training_images_are_scaled_not_clipped(synthetic_root: Path, tmp
     engine = _engine(tmp_path)
     engine.fit(Fegan(image_size=32, pre_trained=False, max_epochs=1, visualizer=False), datamodule=datamodule)
     (converted,) = [p for p in datamodule.train_data.samples.image_path if "converted_8bit" in p]
-    assert Path(converted).parent == tmp_path / "results" / "converted_8bit"
+    assert Path(converted).parent.name == "converted_8bit" and (tmp_path / "results") in Path(converted).parents
     restored = np.asarray(Image.open(converted).convert("L"), dtype=np.int32)
     assert np.abs(restored - grey.astype(np.int32) // 257).max() <= 1
     assert str(path) not in set(datamodule.train_data.samples.image_path)

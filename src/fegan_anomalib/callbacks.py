@@ -125,7 +125,9 @@ class ValidateData(Callback):
         ``anomalib predict --data FOLDER`` would stop at the first broken file. Here the run goes on
         with the others, and ``<default_root_dir>/unreadable_images.csv`` names every skipped file.
         """
-        loaders = trainer.predict_dataloaders
+        # At ``setup`` the loop has not built its loaders yet (and it prefetches before any later hook),
+        # so read the dataloaders given to ``trainer.predict`` from the loop's data source.
+        loaders = trainer.predict_dataloaders or trainer.predict_loop._data_source.instance
         loaders = loaders if isinstance(loaders, list | tuple) else [loaders]
         failed: list[tuple[str, str]] = []
         for loader in loaders:
