@@ -142,7 +142,51 @@ class MultiScaleSelfEnhancement(nn.Module):
 # DRAEM's Perlin augmenter only; these are written here because FEGAN's Table 6 needs them.
 
 
-class Cutout(nn.Module):
+class _MaskAugmentation(nn.Module):
+    """Shared frame of the comparators: per image, draw a mask, then fill the masked pixels.
+
+    Subclasses draw the (H, W) mask in ``draw_mask`` and may override ``fill_value`` (default: black).
+    """
+
+    def __init__(self, area_ratio: float) -> None:
+        super().__init__()
+        if not 0.0 < area_ratio <= 1.0:
+            msg = f"area_ratio must lie in (0, 1], got {area_ratio}."
+            raise ValueError(msg)
+        self.area_ratio = area_ratio
+
+    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Return one image's (H, W) mask of 0/1 floats."""
+        raise NotImplementedError
+
+    def fill_value(self, channels: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Return the (C, 1, 1) value the masked pixels take: black."""
+        del generator
+        return torch.zeros(channels, 1, 1)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the augmented batch and the mask of altered pixels."""
+        batch, channels, height, width = images.shape
+        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
+        fills = torch.zeros(batch, channels, 1, 1, dtype=images.dtype, device=images.device)
+        for index in range(batch):
+            mask[index, 0] = self.draw_mask(height, width, generator).to(mask)
+            fills[index] = self.fill_value(channels, generator).to(fills)
+        return torch.where(mask > 0, fills, images), mask
+
+
+def _positive_sizes(sizes: tuple[int, ...], name: str) -> tuple[int, ...]:
+    if not sizes or min(sizes) < 1:
+        msg = f"{name} must be positive pixel sizes, got {sizes}."
+        raise ValueError(msg)
+    return tuple(sizes)
+
+
+class Cutout(_MaskAugmentation):
     """Cutout (DeVries & Taylor, 2017): one square of ``area_ratio`` of the image set to ``fill``.
 
     Args:
@@ -153,36 +197,26 @@ class Cutout(nn.Module):
     """
 
     def __init__(self, area_ratio: float = 0.20, fill: str = "black") -> None:
-        super().__init__()
-        if not 0.0 < area_ratio <= 1.0:
-            msg = f"area_ratio must lie in (0, 1], got {area_ratio}."
-            raise ValueError(msg)
+        super().__init__(area_ratio)
         if fill not in {"black", "colour"}:
             msg = f"fill must be 'black' or 'colour', got '{fill}'."
             raise ValueError(msg)
-        self.area_ratio = area_ratio
         self.fill = fill
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the augmented batch and the mask of the erased square."""
-        batch, channels, height, width = images.shape
+    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
+        """One square (as near as the image allows) at a uniform position."""
         side_h = min(height, max(1, math.floor(math.sqrt(self.area_ratio * height * width))))
         side_w = min(width, max(1, math.floor(self.area_ratio * height * width / side_h)))
-        augmented = images.clone()
-        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
-        for index in range(batch):
-            top, left = _randint(height - side_h, generator), _randint(width - side_w, generator)
-            if self.fill == "colour":
-                colour = torch.rand(channels, generator=generator).to(images)[:, None, None]
-            else:
-                colour = torch.zeros(channels, 1, 1, dtype=images.dtype, device=images.device)
-            augmented[index, :, top : top + side_h, left : left + side_w] = colour
-            mask[index, :, top : top + side_h, left : left + side_w] = 1.0
-        return augmented, mask
+        top, left = _randint(height - side_h, generator), _randint(width - side_w, generator)
+        mask = torch.zeros(height, width)
+        mask[top : top + side_h, left : left + side_w] = 1.0
+        return mask
+
+    def fill_value(self, channels: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Black, or one uniform random colour per square."""
+        if self.fill == "colour":
+            return torch.rand(channels, generator=generator)[:, None, None]
+        return super().fill_value(channels, generator)
 
 
 class CutoutColour(Cutout):
@@ -192,7 +226,7 @@ class CutoutColour(Cutout):
         super().__init__(area_ratio=area_ratio, fill="colour")
 
 
-class RIAD(nn.Module):
+class RIAD(_MaskAugmentation):
     """RIAD-style (Zavrtanik et al., 2021) grid erasing: a random subset of K×K cells set to zero.
 
     Per image a cell size K is drawn from ``cell_sizes`` and ``round(area_ratio · cells)`` of the
@@ -206,33 +240,21 @@ class RIAD(nn.Module):
     """
 
     def __init__(self, area_ratio: float = 0.20, cell_sizes: tuple[int, ...] = (4, 8, 16)) -> None:
-        super().__init__()
-        if not 0.0 < area_ratio <= 1.0 or not cell_sizes or min(cell_sizes) < 1:
-            msg = f"area_ratio must lie in (0, 1] and cell_sizes be positive, got {area_ratio} and {cell_sizes}."
-            raise ValueError(msg)
-        self.area_ratio = area_ratio
-        self.cell_sizes = tuple(cell_sizes)
+        super().__init__(area_ratio)
+        self.cell_sizes = _positive_sizes(cell_sizes, "cell_sizes")
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the augmented batch and the mask of erased cells."""
-        batch, _, height, width = images.shape
-        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
-        for index in range(batch):
-            cell = self.cell_sizes[_randint(len(self.cell_sizes) - 1, generator)]
-            rows, cols = math.ceil(height / cell), math.ceil(width / cell)
-            chosen = torch.randperm(rows * cols, generator=generator)[: round(self.area_ratio * rows * cols)]
-            grid = torch.zeros(rows * cols, dtype=images.dtype)
-            grid[chosen] = 1.0
-            cells = grid.view(1, rows, cols).repeat_interleave(cell, 1).repeat_interleave(cell, 2)
-            mask[index] = cells[:, :height, :width].to(mask)
-        return images * (1 - mask), mask
+    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Erase ``round(area_ratio · cells)`` cells of a grid of a drawn cell size."""
+        cell = self.cell_sizes[_randint(len(self.cell_sizes) - 1, generator)]
+        rows, cols = math.ceil(height / cell), math.ceil(width / cell)
+        chosen = torch.randperm(rows * cols, generator=generator)[: round(self.area_ratio * rows * cols)]
+        grid = torch.zeros(rows * cols)
+        grid[chosen] = 1.0
+        cells = grid.view(rows, cols).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
+        return cells[:height, :width]
 
 
-class SCADN(nn.Module):
+class SCADN(_MaskAugmentation):
     """SCADN-style (Yan et al., 2021) stripe erasing: horizontal or vertical stripes set to zero.
 
     Per image an orientation and a stripe width W from ``widths`` are drawn, then
@@ -246,37 +268,27 @@ class SCADN(nn.Module):
     """
 
     def __init__(self, area_ratio: float = 0.20, widths: tuple[int, ...] = (2, 4, 8, 16)) -> None:
-        super().__init__()
-        if not 0.0 < area_ratio <= 1.0 or not widths or min(widths) < 1:
-            msg = f"area_ratio must lie in (0, 1] and widths be positive, got {area_ratio} and {widths}."
-            raise ValueError(msg)
-        self.area_ratio = area_ratio
-        self.widths = tuple(widths)
+        super().__init__(area_ratio)
+        self.widths = _positive_sizes(widths, "widths")
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the augmented batch and the mask of erased stripes."""
-        batch, _, height, width = images.shape
-        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
-        for index in range(batch):
-            stripe = self.widths[_randint(len(self.widths) - 1, generator)]
-            vertical = bool(_randint(1, generator))
-            length = width if vertical else height
-            stripe = min(stripe, length)
-            count = max(1, round(self.area_ratio * length / stripe))
-            offset = _randint(length - 1, generator)
-            positions = torch.zeros(length, dtype=torch.bool)
-            for k in range(count):  # evenly spaced, wrapping around the border: exactly count·stripe lines
-                start = offset + round(k * length / count)
-                positions[(start + torch.arange(stripe)) % length] = True
-            if vertical:
-                mask[index, :, :, positions] = 1.0
-            else:
-                mask[index, :, positions, :] = 1.0
-        return images * (1 - mask), mask
+    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Evenly spaced stripes of a drawn width and orientation, wrapping around the border."""
+        stripe = self.widths[_randint(len(self.widths) - 1, generator)]
+        vertical = bool(_randint(1, generator))
+        length = width if vertical else height
+        stripe = min(stripe, length)
+        count = max(1, round(self.area_ratio * length / stripe))
+        offset = _randint(length - 1, generator)
+        positions = torch.zeros(length, dtype=torch.bool)
+        for k in range(count):  # exactly count·stripe lines
+            start = offset + round(k * length / count)
+            positions[(start + torch.arange(stripe)) % length] = True
+        mask = torch.zeros(height, width)
+        if vertical:
+            mask[:, positions] = 1.0
+        else:
+            mask[positions, :] = 1.0
+        return mask
 
 
 AUGMENTATIONS = {cls.__name__: cls for cls in (MultiScaleSelfEnhancement, Cutout, CutoutColour, RIAD, SCADN)}
