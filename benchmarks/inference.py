@@ -15,26 +15,13 @@ import argparse
 import os
 import platform
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-def _time(run: Callable[[], object], seconds: float = 6.0, warmup: int = 2) -> float:
-    """Median wall time of one call, after ``warmup`` calls, over about ``seconds``."""
-    for _ in range(warmup):
-        run()
-    times = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from fegan_anomalib.runs import median_seconds
 
 
 def conv_gflops_per_second() -> float:
@@ -43,7 +30,7 @@ def conv_gflops_per_second() -> float:
     x = torch.rand(8, 256, 64, 64)
     flops = 2 * 256 * 256 * 9 * 64 * 64 * 8
     with torch.no_grad():
-        seconds = _time(lambda: conv(x), seconds=4)
+        seconds = median_seconds(lambda: conv(x), seconds=4)
     return flops / seconds / 1e9
 
 
@@ -80,15 +67,15 @@ def torch_rows(model: torch.nn.Module, size: int, seconds: float, compile_model:
     with torch.no_grad():
         for batch in (1, 8):
             images = torch.rand(batch, 3, size, size)
-            rows.append(("torch eager fp32", batch, _time(partial(model, images), seconds)))
-            rows.append(("torch bf16 autocast", batch, _time(partial(_bf16, model, images), seconds)))
+            rows.append(("torch eager fp32", batch, median_seconds(partial(model, images), seconds)))
+            rows.append(("torch bf16 autocast", batch, median_seconds(partial(_bf16, model, images), seconds)))
             model.to(memory_format=torch.channels_last)
             x = images.contiguous(memory_format=torch.channels_last)
-            rows.append(("torch channels_last", batch, _time(partial(model, x), seconds)))
+            rows.append(("torch channels_last", batch, median_seconds(partial(model, x), seconds)))
             model.to(memory_format=torch.contiguous_format)
             if compile_model:
                 compiled = torch.compile(model.model)
-                rows.append(("torch.compile (model only)", batch, _time(partial(compiled, images), seconds)))
+                rows.append(("torch.compile (model only)", batch, median_seconds(partial(compiled, images), seconds)))
             for name, size_, seconds_ in rows[-4:]:
                 if size_ == batch:
                     print(f"  measured {name}, batch {batch}: {1000 * seconds_ / batch:.0f} ms/image", flush=True)
@@ -122,7 +109,7 @@ def openvino_rows(
                 continue
             for batch in (1, 8):
                 array = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
-                rows.append((name, batch, _time(partial(inferencer.predict, array), seconds)))
+                rows.append((name, batch, median_seconds(partial(inferencer.predict, array), seconds)))
                 print(f"  measured {name}, batch {batch}: {1000 * rows[-1][2] / batch:.0f} ms/image", flush=True)
     return rows
 

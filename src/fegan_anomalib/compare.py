@@ -25,6 +25,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from fegan_anomalib.infer import EXTENSIONS
 from fegan_anomalib.runs import run_in_subprocess
 
 MODELS = ("Fegan", "BenchPadim", "BenchDraem")
@@ -49,7 +50,7 @@ COLUMNS = (
 def count_train_images(root: Path, category: str) -> int:
     """Count the normal training images of an MVTec-layout category; raise if there are none."""
     folder = root / category / "train" / "good"
-    images = [p for p in folder.glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}]
+    images = [p for p in folder.glob("*") if p.suffix.lower() in EXTENSIONS]
     if not images:
         msg = f"No training images in {folder}. Point --root at an MVTec-layout folder (<root>/<category>/train/good)."
         raise FileNotFoundError(msg)

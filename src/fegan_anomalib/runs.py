@@ -27,7 +27,8 @@ import numpy as np
 SPEED_SECONDS = 3.0
 
 
-def _median_seconds(run: Any, seconds: float = SPEED_SECONDS, warmup: int = 2) -> float:
+def median_seconds(run: Any, seconds: float = SPEED_SECONDS, warmup: int = 2) -> float:
+    """Median wall time of one call of ``run``, after ``warmup`` calls, over about ``seconds`` (at least 3 calls)."""
     for _ in range(warmup):
         run()
     times: list[float] = []
@@ -79,13 +80,13 @@ def _speed(model: Any, datamodule: Any, out: Path) -> dict[str, float]:
     image = torch.nn.functional.interpolate(datamodule.test_data[0].image[None], size=size, mode="bilinear")
     model.eval()
     with torch.no_grad():
-        torch_seconds = _median_seconds(lambda: model(image))
+        torch_seconds = median_seconds(lambda: model(image))
     xml = model.to_openvino(export_root=out / "openvino")
     ir_megabytes = sum(path.stat().st_size for path in Path(xml).parent.glob("model.*")) / 2**20
     # f32: OpenVINO computes in bfloat16 by default on CPUs that have it, which moves scores.
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     array = image.numpy()
-    ov_seconds = _median_seconds(lambda: compiled(array))
+    ov_seconds = median_seconds(lambda: compiled(array))
     return {
         "torch_ms_per_image": 1000 * torch_seconds,
         "openvino_ms_per_image": 1000 * ov_seconds,
