@@ -18,6 +18,7 @@ FEGAN adds it by itself.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -146,7 +147,10 @@ class ValidateData(Callback):
         if failed:
             report = Path(trainer.default_root_dir) / "unreadable_images.csv"
             report.parent.mkdir(parents=True, exist_ok=True)
-            report.write_text("image_path,reason\n" + "".join(f'"{p}","{r}"\n' for p, r in failed))
+            with report.open("w", newline="") as handle:  # reasons quote file names: let csv escape them
+                writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\n")
+                writer.writerow(["image_path", "reason"])
+                writer.writerows(failed)
             for path, reason in failed:
                 logger.error("Not predicted: %s: %s", path, reason)
             logger.error("%d unreadable image(s) were not predicted; listed in %s", len(failed), report)
@@ -192,13 +196,14 @@ class ResumableTrainLoader(Callback):
         """Wrap ``train_dataloader`` of the datamodule this fit uses."""
         del pl_module
         datamodule = trainer.datamodule
-        if stage != "fit" or datamodule is None or getattr(datamodule, "_fegan_resumable", False):
+        if stage != "fit" or datamodule is None:
             return
         from torch.utils.data import DataLoader  # noqa: PLC0415
 
         from fegan_anomalib.data.resumable import ResumableDataLoader  # noqa: PLC0415
 
-        original = datamodule.train_dataloader
+        # wrap anomalib's method, not a wrapper bound to an earlier trainer of the same datamodule
+        original = getattr(datamodule, "_fegan_train_dataloader", datamodule.train_dataloader)
         seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**31))
 
         def train_dataloader() -> object:
@@ -216,8 +221,8 @@ class ResumableTrainLoader(Callback):
                 progress=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed,
             )
 
+        datamodule._fegan_train_dataloader = original
         datamodule.train_dataloader = train_dataloader
-        datamodule._fegan_resumable = True
 
 
 class SaveTestMetrics(Callback):
