@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,23 @@ def test_failed_run_raises_with_the_log(tmp_path: Path, synthetic_root: Path) ->
     with pytest.raises(RuntimeError, match="failed") as error:
         run_in_subprocess(spec, tmp_path / "run")
     assert "run.log" in str(error.value) and (tmp_path / "run" / "run.log").stat().st_size > 0
+
+
+def test_reuse_reads_back_only_a_finished_run_of_the_same_spec(tmp_path: Path, synthetic_root: Path) -> None:
+    folder = tmp_path / "run"
+    spec = {
+        "model": {"class_path": "Fegan", "init_args": {"image_size": 32, "pre_trained": False}},
+        "data": {"root": str(synthetic_root), "category": "no_such_category"},
+    }
+    folder.mkdir()
+    (folder / "spec.json").write_text(json.dumps({**spec, "out": str(folder)}))
+    (folder / "result.json").write_text(json.dumps({"image_AUROC": 0.25}))
+    assert run_in_subprocess(spec, folder, reuse=True) == {"image_AUROC": 0.25}
+    changed = {**spec, "seed": 7}  # other arguments: the stored result is not theirs, so the run happens (and fails)
+    with pytest.raises(RuntimeError, match="failed"):
+        run_in_subprocess(changed, folder, reuse=True)
+    assert not (folder / "result.json").exists()
+    assert json.loads((folder / "spec.json").read_text())["seed"] == 7
 
 
 def test_compare_end_to_end(tmp_path: Path, synthetic_root: Path, vgg16_bn_weights: Path) -> None:

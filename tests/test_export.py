@@ -8,14 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from anomalib.data import MVTecAD
 from anomalib.data.utils import read_image
 from anomalib.deploy import OpenVINOInferencer
+from anomalib.engine import Engine
 from PIL import Image
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.infer import load_rgb, main, run
 
-from .conftest import checkpoint_of
+from .conftest import TINY, anomalib_cli, checkpoint_of
 
 
 def test_openvino_fp32_matches_torch(
@@ -49,8 +51,12 @@ def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
     trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
-    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0])).eval()
-    xml = model.to_openvino(export_root=tmp_path / "export")
+    # README's edge path: anomalib's CLI export of the trained checkpoint, then fegan-infer on a folder
+    anomalib_cli(
+        "export", "--model", "FEGAN", *TINY, "--ckpt_path", str(checkpoint_of(trained[0])),
+        "--export_type", "openvino", "--default_root_dir", str(tmp_path / "export"), cwd=tmp_path,
+    )  # fmt: skip
+    xml = tmp_path / "export" / "weights" / "openvino" / "model.xml"
     folder = tmp_path / "images"
     folder.mkdir()
     for path in sorted((synthetic_root / "texture" / "test" / "scratch").glob("*.png")):
@@ -77,3 +83,30 @@ def test_16_bit_images_keep_their_range(tmp_path: Path) -> None:
     image = load_rgb(tmp_path / "g.png")
     assert image.shape == (64, 64, 3)
     assert abs(float(image.mean()) - 0.5) < 0.01  # convert("RGB") would saturate almost everything to 1.0
+
+
+def test_export_of_a_model_without_fitted_thresholds_is_refused(tmp_path: Path) -> None:
+    model = Fegan(image_size=32, pre_trained=False)  # never validated: NaN thresholds and min/max
+    with pytest.raises(RuntimeError, match="no fitted image threshold, pixel threshold, image min/max"):
+        model.to_openvino(export_root=tmp_path)
+    with pytest.raises(RuntimeError, match="--ckpt_path"):
+        model.to_torch(export_root=tmp_path)
+    assert not any(tmp_path.rglob("model.*"))
+
+
+def test_bf16_mixed_precision_predicts_the_fp32_scores_within_tolerance(
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The torch-side fast setting is Lightning's own ``--trainer.precision bf16-mixed`` (README)."""
+    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0]))
+    scores = {}
+    for precision in ("32-true", "bf16-mixed"):
+        datamodule = MVTecAD(root=synthetic_root, category="texture", num_workers=0, eval_batch_size=4)
+        engine = Engine(
+            default_root_dir=tmp_path / precision, precision=precision, logger=False, enable_progress_bar=False
+        )
+        batches = engine.predict(model, datamodule=datamodule)
+        scores[precision] = torch.cat([batch.pred_score.float() for batch in batches])
+    assert scores["32-true"].numel() == 8 and torch.isfinite(scores["bf16-mixed"]).all()
+    assert not torch.equal(scores["32-true"], scores["bf16-mixed"])  # bf16 did run
+    torch.testing.assert_close(scores["bf16-mixed"], scores["32-true"], atol=0.03, rtol=0)

@@ -79,3 +79,17 @@ def test_bad_configuration_errors() -> None:
         FeganModel((32, 32), tap="relu9_9", pre_trained=False)
     with pytest.raises(ValueError, match="vgg19"):
         FeganModel((32, 32), backbone="resnet18", pre_trained=False)
+
+
+def test_channels_last_layout_gives_the_plain_layouts_scores() -> None:
+    torch.manual_seed(0)
+    fast = FeganModel((32, 32), pre_trained=False).eval()
+    plain = FeganModel((32, 32), pre_trained=False, channels_last=False).eval()
+    plain.load_state_dict(fast.state_dict())  # same weights, each keeps its own memory layout
+    assert fast.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected, actual = plain(images), fast(images)
+    torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(actual.pred_score, expected.pred_score, atol=1e-5, rtol=1e-5)

@@ -17,12 +17,23 @@ from .conftest import quiet_trainer
 BATCHES = [ImageBatch(image=torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(i))) for i in range(3)]
 
 
-def _fit(root: Path, max_steps: int = -1, ckpt_path: Path | None = None, checkpoint: bool = False) -> Fegan:
+def _checkpoint_at(root: Path, step: int | None) -> list[ModelCheckpoint]:
+    """One checkpoint at ``step`` (each FEGAN checkpoint is ~350 MB: the suite keeps only the one it resumes from)."""
+    if step is None:
+        return []
+    return [ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=step, filename="{step}")]
+
+
+def _fit(root: Path, max_steps: int = -1, ckpt_path: Path | None = None, checkpoint_step: int | None = None) -> Fegan:
     seed_everything(1)
     model = Fegan(image_size=32, pre_trained=False, evaluator=False, visualizer=False, max_epochs=2)
-    callbacks = [ModelCheckpoint(dirpath=root, save_top_k=-1, filename="{step}")] if checkpoint else []
+    callbacks = _checkpoint_at(root, checkpoint_step)
     trainer = quiet_trainer(
-        max_epochs=2, max_steps=max_steps, default_root_dir=root, enable_checkpointing=checkpoint, callbacks=callbacks
+        max_epochs=2,
+        max_steps=max_steps,
+        default_root_dir=root,
+        enable_checkpointing=bool(callbacks),
+        callbacks=callbacks,
     )
     trainer.fit(model, DataLoader(BATCHES, batch_size=None), ckpt_path=ckpt_path)
     return model
@@ -44,21 +55,27 @@ def test_same_seed_same_weights_and_scores(tmp_path: Path) -> None:
 
 def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None:
     uninterrupted = _fit(tmp_path / "full")
-    _fit(tmp_path / "stopped", max_steps=6, checkpoint=True)  # 3 batches x (G step + D step): one epoch
+    _fit(tmp_path / "stopped", max_steps=6, checkpoint_step=6)  # 3 batches x (G step + D step): one epoch
     (checkpoint,) = (tmp_path / "stopped").glob("step=6.ckpt")
     resumed = _fit(tmp_path / "resumed", ckpt_path=checkpoint)
     assert resumed.global_step == uninterrupted.global_step == 12
     assert _same(uninterrupted, resumed)
 
 
-def _fit_datamodule(root: Path, data: Path, max_steps: int = -1, ckpt_path: Path | None = None) -> Fegan:
+def _fit_datamodule(
+    root: Path, data: Path, max_steps: int = -1, ckpt_path: Path | None = None, checkpoint_step: int | None = None
+) -> Fegan:
     """Two epochs over an anomalib datamodule (shuffled, 4 batches per epoch), optionally checkpointing."""
     seed_everything(3)
     model = Fegan(image_size=32, pre_trained=False, evaluator=False, visualizer=False, max_epochs=2)
     datamodule = MVTecAD(root=data, category="texture", num_workers=0, train_batch_size=2, eval_batch_size=8)
-    callbacks = [ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_train_steps=2, filename="{step}")]
+    callbacks = _checkpoint_at(root, checkpoint_step)
     trainer = quiet_trainer(
-        max_epochs=2, max_steps=max_steps, default_root_dir=root, enable_checkpointing=True, callbacks=callbacks
+        max_epochs=2,
+        max_steps=max_steps,
+        default_root_dir=root,
+        enable_checkpointing=bool(callbacks),
+        callbacks=callbacks,
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model
@@ -67,7 +84,7 @@ def _fit_datamodule(root: Path, data: Path, max_steps: int = -1, ckpt_path: Path
 def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path: Path, synthetic_root: Path) -> None:
     uninterrupted = _fit_datamodule(tmp_path / "full", synthetic_root)
     # 8 images in batches of 2: 4 batches (8 optimiser steps) per epoch; stop after 3 batches of epoch 2
-    _fit_datamodule(tmp_path / "stopped", synthetic_root, max_steps=14)
+    _fit_datamodule(tmp_path / "stopped", synthetic_root, max_steps=14, checkpoint_step=14)
     (checkpoint,) = (tmp_path / "stopped").glob("step=14.ckpt")
     state = torch.load(checkpoint, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert state["epoch"] == 1 and state["batches"] == 3

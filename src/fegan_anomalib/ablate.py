@@ -1,7 +1,7 @@
 """``fegan-ablate``: rerun FEGAN's ablations (paper Tables 5-7) on your own data with one command.
 
     fegan-ablate --tables 7 5 6 --root ../shared/data --categories magnetic_tile \
-        [--weights standin_vgg16bn.pth] [--max-epochs 1] [--image-size 128] --out ablation_results
+        [--weights standin_vgg16bn.pth] [--max-epochs 1] [--image-size 128] --out ablation_results [--resume]
 
 Each row of a table is a config file in ``configs/ablation/table<N>/`` that overrides
 ``configs/ablation/base.yaml`` (the same pair ``anomalib train --config base --config row`` takes).
@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--paper", type=Path, default=None, help="CSV table,row,metric,value of the paper's numbers")
     parser.add_argument("--out", type=Path, default=Path("ablation_results"))
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse rows already finished in --out/runs with the same arguments (a stopped sweep goes on)",
+    )
     args = parser.parse_args(argv)
     if args.weights is not None and not args.weights.is_file():
         parser.error(f"--weights {args.weights} does not exist")
@@ -183,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
                     }
                     print(f"[fegan-ablate] table {table}, {label}, {category} ...", flush=True)
                     try:
-                        done[identity] = run_in_subprocess(job, args.out / "runs" / f"table{table}" / key / category)
+                        folder = args.out / "runs" / f"table{table}" / key / category
+                        done[identity] = run_in_subprocess(job, folder, reuse=args.resume)
                     except RuntimeError as error:  # a failed row says so in the table; the others still run
                         print(error, flush=True)
                         done[identity] = {}

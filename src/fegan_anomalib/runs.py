@@ -151,11 +151,18 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def run_in_subprocess(spec: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Run ``spec`` in a child process; its log goes to ``folder/run.log``. Raise with the log tail on failure."""
+def run_in_subprocess(spec: dict[str, Any], folder: Path, reuse: bool = False) -> dict[str, Any]:
+    """Run ``spec`` in a child process; its log goes to ``folder/run.log``. Raise with the log tail on failure.
+
+    With ``reuse``, a folder that already holds the result of the same spec (an earlier, finished run
+    of a sweep that was stopped) is read back instead of trained again.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     spec_path, result_path, log_path = folder / "spec.json", folder / "result.json", folder / "run.log"
-    spec_path.write_text(json.dumps({**spec, "out": str(folder)}, indent=2))
+    full_spec = {**spec, "out": str(folder)}
+    if reuse and result_path.is_file() and spec_path.is_file() and json.loads(spec_path.read_text()) == full_spec:
+        return json.loads(result_path.read_text())
+    spec_path.write_text(json.dumps(full_spec, indent=2))
     result_path.unlink(missing_ok=True)
     with log_path.open("w") as log:
         process = subprocess.run(

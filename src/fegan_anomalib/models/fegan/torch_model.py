@@ -141,6 +141,8 @@ class FeganModel(nn.Module):
         score_lambda: λ of Eq. 8. Defaults to ``0.6``.
         component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
         sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
+        channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
+            faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
 
     Example:
         >>> model = FeganModel((64, 64), pre_trained=False).eval()
@@ -162,6 +164,7 @@ class FeganModel(nn.Module):
         score_lambda: float = 0.6,
         component_norm: str = "none",
         sigma: float = 0.0,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.use_fen = use_fen
@@ -183,6 +186,8 @@ class FeganModel(nn.Module):
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if channels_last:  # a convolution with channels-last weights runs channels-last, whatever its input
+            self.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> FeganModel:
         """Switch modes but keep the frozen FEN in eval mode (its BatchNorm statistics never move)."""
