@@ -99,8 +99,8 @@ class Fegan(AnomalibModule):
             Engine lets a model's trainer arguments override ``--trainer.max_epochs``, and its
             benchmark passes none, so the budget lives here). Defaults to ``200``.
         channels_last (bool): keep convolution weights channels-last, which oneDNN runs faster on CPU
-            (1.3x inference, 1.1x training step here; scores equal to 1e-6). ``False`` for the plain
-            layout. Defaults to ``True``.
+            (1.2x inference here, ``benchmarks/inference.py``; scores equal to 1e-6). ``False`` for the
+            plain layout. Defaults to ``True``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components, as for any model.
 
     Example:
