@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from inference import openvino_variants  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
@@ -33,7 +34,7 @@ def main() -> None:
 
     from anomalib.data import MVTecAD  # noqa: PLC0415
     from anomalib.data.utils import read_image, read_mask  # noqa: PLC0415
-    from anomalib.deploy import CompressionType, OpenVINOInferencer  # noqa: PLC0415
+    from anomalib.deploy import OpenVINOInferencer  # noqa: PLC0415
 
     from fegan_anomalib import Fegan  # noqa: PLC0415
 
@@ -49,12 +50,7 @@ def main() -> None:
         masks.append(
             read_mask(mask_path) > 0 if mask_path.exists() else np.zeros(read_image(path).shape[:2], dtype=bool)
         )
-    variants = [
-        ("FP32", None, {"INFERENCE_PRECISION_HINT": "f32"}),
-        ("FP32 IR, OpenVINO default precision (bf16 where the CPU has it)", None, None),
-        ("FP16 IR", CompressionType.FP16, {"INFERENCE_PRECISION_HINT": "f32"}),
-        ("INT8 PTQ", CompressionType.INT8_PTQ, None),
-    ]
+    variants = openvino_variants(int8=True)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for index, (name, compression, config) in enumerate(variants):
