@@ -18,14 +18,15 @@ def _inputs() -> tuple[torch.Tensor, ...]:
     return images, reconstruction, fen, encoder
 
 
-def test_lambda_one_is_the_feature_map_only() -> None:
+def test_lambda_one_is_the_feature_map_only_upsampled_cell_centred() -> None:
     images, reconstruction, fen, encoder = _inputs()
     anomaly_map = AnomalyMapGenerator(score_lambda=1.0)(images, reconstruction, fen, encoder)
-    expected = torch.nn.functional.interpolate(
-        torch.tensor([[[[0.0, 0.0], [0.0, 4.0]]]]), size=(8, 8), mode="bilinear", align_corners=True
-    )[:, 0]
-    torch.testing.assert_close(anomaly_map, expected)
-    assert anomaly_map[0, -1, -1] == 4.0 and anomaly_map[0, 0, 0] == 0.0  # align_corners keeps corners
+    # align_corners=False (anomalib's convention): each 4x4 cell's centre carries the cell's value, and
+    # the map is flat beyond the outer centres; align_corners=True would already blend at row/column 1
+    assert torch.all(anomaly_map[0, :2, :2] == 0.0)
+    assert torch.all(anomaly_map[0, -2:, -2:] == 4.0)
+    assert anomaly_map[0, 2, 2] == pytest.approx(4.0 / 64)  # (1/8 of the way to the next centre)^2
+    torch.testing.assert_close(anomaly_map[0], anomaly_map[0].T)  # the layout is symmetric
 
 
 def test_lambda_zero_is_the_reconstruction_map_and_mix_is_linear() -> None:
@@ -41,7 +42,10 @@ def test_lambda_zero_is_the_reconstruction_map_and_mix_is_linear() -> None:
 def test_train_stats_standardise_each_component() -> None:
     images, reconstruction, fen, encoder = _inputs()
     generator = AnomalyMapGenerator(score_lambda=0.5, component_norm="train_stats")
+    assert generator.needs_train_stats  # unset (NaN) until measured
+    assert torch.isnan(generator(images, reconstruction, fen, encoder)).all()
     generator.set_train_stats(residual=(1.0, 2.0), feature=(3.0, 4.0))
+    assert not generator.needs_train_stats
     anomaly_map = generator(images, reconstruction, fen, encoder)
     # at (0, 0): R = sqrt(3) -> (sqrt(3) - 1) / 2 ; F = 0 -> (0 - 3) / 4
     assert anomaly_map[0, 0, 0] == pytest.approx(0.5 * (-0.75) + 0.5 * (3**0.5 - 1) / 2)
@@ -56,3 +60,11 @@ def test_no_fen_scores_reconstruction_only_and_bad_arguments() -> None:
         AnomalyMapGenerator(component_norm="zscore")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         AnomalyMapGenerator(score_lambda=1.5)
+
+
+def test_blur_kernel_is_derived_not_saved() -> None:
+    blurred = AnomalyMapGenerator(sigma=4.0)
+    assert not any("blur" in key for key in blurred.state_dict())
+    # a generator with another sigma loads the same state: sigma is a scoring option, not a weight
+    AnomalyMapGenerator(sigma=0.0).load_state_dict(blurred.state_dict())
+    AnomalyMapGenerator(sigma=2.0).load_state_dict(AnomalyMapGenerator().state_dict())

@@ -65,6 +65,32 @@ def test_fen_is_frozen_and_gets_no_gradient() -> None:
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
+def test_encoder_is_built_in_train_mode_and_its_batchnorm_follows_the_option() -> None:
+    model = FeganModel((32, 32), backbone="vgg16_bn", tap="relu5_2", pre_trained=False, encoder_batchnorm="train")
+    bn = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert model.encoder.training and all(m.training for m in bn)  # not the FEN's eval mode, deep-copied
+    assert not model.fen.training
+    frozen = FeganModel((32, 32), backbone="vgg16_bn", tap="relu5_2", pre_trained=False, encoder_batchnorm="frozen")
+    frozen.train()
+    assert not any(m.training for m in frozen.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert frozen.encoder[0].training  # only the BatchNorm layers are held
+    with pytest.raises(ValueError, match="encoder_batchnorm"):
+        FeganModel((32, 32), pre_trained=False, encoder_batchnorm="sync")
+    with pytest.raises(ValueError, match="0/1 statistics"):
+        FeganModel((32, 32), backbone="vgg11_bn", pre_trained=False, encoder_init="random")
+
+
+def test_training_forward_routes_clean_to_fen_and_augmented_to_encoder() -> None:
+    model = FeganModel((32, 32), pre_trained=False, channels_last=False).train()
+    seen: dict[str, torch.Tensor] = {}
+    model.fen.register_forward_pre_hook(lambda _m, args: seen.__setitem__("fen", args[0].clone()))
+    model.encoder.register_forward_pre_hook(lambda _m, args: seen.__setitem__("encoder", args[0].clone()))
+    clean, augmented = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    model(augmented, clean)
+    torch.testing.assert_close(seen["fen"], model.normalize(clean))
+    torch.testing.assert_close(seen["encoder"], model.normalize(augmented))
+
+
 def test_bn_backbone_keeps_fen_statistics_in_training() -> None:
     model = FeganModel((32, 32), backbone="vgg16_bn", tap="relu5_2", pre_trained=False).train()
     before = model.fen[1].running_mean.clone()

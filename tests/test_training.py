@@ -6,6 +6,7 @@ import pytest
 import torch
 from anomalib.data import ImageBatch
 from lightning.pytorch import Callback, seed_everything
+from torch import nn
 from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
@@ -50,12 +51,20 @@ def test_one_step_moves_encoder_decoder_discriminator_not_fen() -> None:
     assert not any(name.startswith("fen") for name in changed)
 
 
-def test_generator_loss_goes_down_on_a_fixed_batch() -> None:
+def _small(**kwargs) -> Fegan:
+    """VGG11 cut at relu3_2 (stride 4): a FEGAN that learns something in a few CPU seconds."""
+    return Fegan(
+        image_size=64, backbone="vgg11", tap="relu3_2", pre_trained=False, evaluator=False, visualizer=False, **kwargs
+    )
+
+
+def test_feature_and_content_losses_each_go_down() -> None:
     seed_everything(0)
-    batch = ImageBatch(image=torch.rand(4, 3, 32, 32))
-    recorder = _fit(_model(use_mse=False, lr=1e-3), [batch], steps=12)
-    losses = [step["generator_loss"] for step in recorder.losses]
-    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    smooth = torch.nn.functional.interpolate(torch.rand(4, 3, 8, 8), size=(64, 64), mode="bilinear")
+    recorder = _fit(_small(lr=1e-3, use_discriminator=False), [ImageBatch(image=smooth)], steps=16)
+    for term, ratio in (("feature_loss", 0.8), ("content_loss", 0.9)):
+        values = [step[term] for step in recorder.losses]
+        assert sum(values[-3:]) / 3 < ratio * sum(values[:3]) / 3, (term, values)
 
 
 def test_component_switches_drop_their_losses() -> None:
@@ -67,22 +76,81 @@ def test_component_switches_drop_their_losses() -> None:
     assert set(recorder.losses[0]) == {"generator_loss", "content_loss"}
 
 
-def test_planted_defect_scores_higher_after_training_on_a_trivial_texture() -> None:
+def test_feature_map_separates_a_planted_defect_after_training_and_not_before() -> None:
+    """F (score_lambda=1) on a regular texture: flat before training, the defect stands out after it,
+    and F on held-out normal images falls (the encoder learnt to match the FEN on normal content)."""
     seed_everything(0)
     grid = torch.arange(64).remainder(8).lt(4).float()
     texture = (0.35 + 0.3 * grid[None, :] * grid[:, None]).expand(3, 64, 64)
-    batches = [ImageBatch(image=(texture + 0.02 * torch.randn(8, 3, 64, 64)).clamp(0, 1)) for _ in range(2)]
-    model = Fegan(image_size=64, pre_trained=False, evaluator=False, visualizer=False, lr=1e-3)
-    _fit(model, batches, steps=30)
-    clean = texture.unsqueeze(0).clone()
-    defect = clean.clone()
+
+    def normal_batch() -> torch.Tensor:
+        return (texture + 0.02 * torch.randn(8, 3, 64, 64)).clamp(0, 1)
+
+    defect = texture.unsqueeze(0).clone()
     defect[:, :, 20:32, 24:36] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
-    model.model.eval()
-    with torch.no_grad():
-        scores = model.model(torch.cat([clean, defect])).pred_score
-        anomaly_map = model.model(defect).anomaly_map[0]
-    assert scores[1] > scores[0] * 1.2, scores
-    assert anomaly_map[20:32, 24:36].mean() > anomaly_map.mean()
+    held_out = normal_batch()
+    model = _small(lr=1e-3, score_lambda=1.0, use_discriminator=False)
+
+    def measure() -> tuple[float, float]:
+        model.model.eval()
+        with torch.no_grad():
+            anomaly_map = model.model(defect).anomaly_map[0]
+            outside = torch.cat([anomaly_map[:16].flatten(), anomaly_map[40:].flatten()]).mean()
+            contrast = float(anomaly_map[20:32, 24:36].mean() / outside)
+            normal = float(model.model(held_out).anomaly_map.mean())
+        model.model.train()  # Lightning keeps the modes it finds when fitting starts
+        return contrast, normal
+
+    contrast_before, normal_before = measure()
+    _fit(model, [ImageBatch(image=normal_batch()) for _ in range(2)], steps=20)
+    contrast_after, normal_after = measure()
+    assert contrast_before < 1.6, contrast_before
+    assert contrast_after > 2.5, (contrast_before, contrast_after)
+    assert normal_after < 0.6 * normal_before, (normal_before, normal_after)
+
+
+def test_encoder_batchnorm_trains_under_the_lightning_loop() -> None:
+    """The mode the real loop produces (Lightning does not call .train() when fitting starts)."""
+    seed_everything(0)
+
+    class ModeProbe(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.encoder_bn = [m.training for m in pl_module.model.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+            self.fen_training = pl_module.model.fen.training
+
+    for option, expected in (("train", True), ("frozen", False)):
+        model = Fegan(
+            image_size=32,
+            backbone="vgg11_bn",
+            tap="relu3_2",
+            pre_trained=False,
+            evaluator=False,
+            visualizer=False,
+            encoder_batchnorm=option,
+        )
+        encoder_bn = next(m for m in model.model.encoder.modules() if isinstance(m, nn.BatchNorm2d))
+        fen_bn = next(m for m in model.model.fen.modules() if isinstance(m, nn.BatchNorm2d))
+        before = encoder_bn.running_mean.clone(), fen_bn.running_mean.clone()
+        probe = ModeProbe()
+        trainer = quiet_trainer(max_steps=2, max_epochs=-1, callbacks=[probe])
+        trainer.fit(model, train_dataloaders=DataLoader([ImageBatch(image=torch.rand(4, 3, 32, 32))], batch_size=None))
+        assert probe.encoder_bn and all(mode is expected for mode in probe.encoder_bn), option
+        assert not probe.fen_training
+        assert torch.equal(fen_bn.running_mean, before[1])
+        assert torch.equal(encoder_bn.running_mean, before[0]) is not expected, option
+
+
+def test_gradient_norms_and_feature_matching_are_logged() -> None:
+    seed_everything(0)
+    model = _model(use_mse=False, adversarial_loss="feature_matching", gradient_norm_every=1)
+    _fit(model, [ImageBatch(image=torch.rand(2, 3, 32, 32))], steps=2)
+    metrics = model.trainer.callback_metrics
+    for term in ("feature", "content", "adversarial"):
+        assert float(metrics[f"grad_norm/{term}_at_encoder"]) > 0, term
+    assert float(metrics["grad_norm/feature_at_decoder"]) == 0.0  # L_fea does not reach the decoder's output
+    assert float(metrics["adversarial_loss"]) >= 0.0
+    with pytest.raises(ValueError, match="adversarial_loss"):
+        _model(adversarial_loss="hinge")
 
 
 def test_nan_loss_stops_with_the_loss_name_and_step() -> None:

@@ -244,3 +244,244 @@ class SaveTestMetrics(Callback):
         path = Path(trainer.default_root_dir) / self.FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2))
+
+
+class PlantedValidation(Callback):
+    """Validate on held-out normal training images, some with planted anomalies (label-free validation).
+
+    For ``fit``, ``holdout_ratio`` of the training images leave the training split (anomalib's
+    seeded ``random_split``) and become the validation set, ``anomalous_ratio`` of them with an
+    anomaly planted by FEGAN's augmentation (M-SE by default; the planted region is the mask). The
+    validation curves and the PostProcessor's thresholds then never see a test image: a user with
+    normal images only can watch the curve and pick an epoch, and F1/ThresholdIoU/INT8 calibration
+    are not test-set oracles. The planted anomalies are of the kind FEGAN trains against, so the
+    curve is a proxy: BENCHMARKS.md reports how well it tracks the real test AUROC.
+
+    Use::
+
+        anomalib train ... --trainer.callbacks+=fegan_anomalib.callbacks.PlantedValidation
+
+    Args:
+        holdout_ratio: share of the training images held out. Defaults to ``0.2``.
+        anomalous_ratio: share of the held-out images that get a planted anomaly. Defaults to ``0.5``.
+        augmentation: name or class path of the planting augmentation (as ``Fegan(augmentation=...)``).
+            Defaults to ``"MultiScaleSelfEnhancement"``.
+        area_ratio: planted area / image area. Defaults to ``0.2``.
+        max_patch_ratio: largest M-SE patch / image area. Defaults to ``0.01``.
+        seed: seeds the hold-out and the planting. Defaults to ``0``.
+
+    """
+
+    def __init__(
+        self,
+        holdout_ratio: float = 0.2,
+        anomalous_ratio: float = 0.5,
+        augmentation: str = "MultiScaleSelfEnhancement",
+        area_ratio: float = 0.2,
+        max_patch_ratio: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < holdout_ratio < 1.0 or not 0.0 < anomalous_ratio < 1.0:
+            msg = f"holdout_ratio and anomalous_ratio must lie in (0, 1), got {holdout_ratio}, {anomalous_ratio}."
+            raise ValueError(msg)
+        self.holdout_ratio = holdout_ratio
+        self.anomalous_ratio = anomalous_ratio
+        self.augmentation = augmentation
+        self.area_ratio = area_ratio
+        self.max_patch_ratio = max_patch_ratio
+        self.seed = seed
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Replace the datamodule's validation set (once per datamodule) with the planted one."""
+        del pl_module
+        datamodule = trainer.datamodule
+        if stage != "fit":
+            return
+        if datamodule is None or not hasattr(datamodule, "train_data"):
+            msg = "PlantedValidation needs an anomalib datamodule (it splits the datamodule's train_data)."
+            raise ValueError(msg)
+        if getattr(datamodule, "_fegan_planted_validation", False):
+            return  # a second fit on the same datamodule keeps the first split
+        from anomalib.data.utils import random_split  # noqa: PLC0415
+
+        from fegan_anomalib.data.planted import PlantedAnomalyDataset  # noqa: PLC0415
+        from fegan_anomalib.models.fegan.augmentation import build_augmentation  # noqa: PLC0415
+
+        train, held_out = random_split(datamodule.train_data, self.holdout_ratio, seed=self.seed)
+        augmentation = build_augmentation(self.augmentation, self.area_ratio, self.max_patch_ratio)
+        datamodule.train_data = train
+        datamodule.val_data = PlantedAnomalyDataset(held_out, augmentation, self.anomalous_ratio, self.seed)
+        datamodule._fegan_planted_validation = True
+        logger.info(
+            "Planted validation: %d training images, %d held out (%d with planted anomalies).",
+            len(train),
+            len(held_out),
+            int((datamodule.val_data.samples.label_index == 1).sum()),
+        )
+
+
+class LearningCurves(Callback):
+    """Write a fit's per-epoch losses, gradient norms and validation metrics as CSV and a figure.
+
+    ``learning_curves.csv`` and ``learning_curves.png`` go into the run folder and are rewritten
+    after every epoch, so a stopped run keeps its curve. Every logger also records the same
+    values (FEGAN logs them with ``self.log``); this file is the logger-independent copy.
+    """
+
+    CSV = "learning_curves.csv"
+    FIGURE = "learning_curves.png"
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._validation: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start a fresh record for this fit."""
+        del trainer, pl_module
+        self.rows, self._validation = [], {}
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Keep this validation's metrics for the epoch's row (after every epoch-end hook logged)."""
+        del pl_module
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._validation = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Add the epoch's row and rewrite the files."""
+        del pl_module
+        if not trainer.is_global_zero:
+            return
+        row = {"epoch": float(trainer.current_epoch)}
+        for key, value in trainer.callback_metrics.items():
+            if not key.startswith("val_") and value.numel() == 1:
+                row[key] = float(value)
+        row |= self._validation
+        self._validation = {}
+        self.rows.append(row)
+        self.write(Path(trainer.default_root_dir))
+
+    def write(self, folder: Path) -> None:
+        """Write the CSV and the figure (losses, gradient norms, validation metrics) into ``folder``."""
+        import pandas as pd  # noqa: PLC0415
+
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pd.DataFrame(self.rows)
+        table.to_csv(folder / self.CSV, index=False)
+        plot_learning_curves(table, folder / self.FIGURE)
+
+
+def plot_learning_curves(table: object, path: Path) -> None:
+    """Three panels over epochs: loss terms, generator gradient norms, validation AUROC/AUPRO."""
+    import matplotlib as mpl  # noqa: PLC0415
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    panels = [
+        ("losses", [c for c in table.columns if c.endswith("_loss")], "log"),
+        ("gradient norm at encoder / decoder output", [c for c in table.columns if c.startswith("grad_norm/")], "log"),
+        ("validation", [c for c in table.columns if c.startswith("val_")], "linear"),
+    ]
+    panels = [panel for panel in panels if panel[1]]
+    figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4), squeeze=False)
+    for axis, (title, columns, scale) in zip(axes[0], panels, strict=False):
+        for column in columns:
+            values = table[["epoch", column]].dropna()
+            if scale == "log":
+                values = values[values[column] > 0]
+            label = column.removeprefix("grad_norm/")
+            axis.plot(values["epoch"], values[column], marker="o", markersize=3, label=label)
+        axis.set_yscale(scale)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+class TrainingImages(Callback):
+    """Every ``every_n_epochs``, show a fixed batch: input, augmented input, reconstruction, F and R maps.
+
+    The first thing a GAN user looks at. Rows are images; columns the clean input, its augmented
+    copy (fixed seed, so the same patches every time), the reconstruction G(x̃), and the F and R
+    maps of x̃ in eval mode (one colour scale per column across the grid). Written to
+    ``training_images/epoch_NNN.png`` in the run folder and, with a TensorBoard logger
+    (``--logger TensorBoardLogger``), as the image ``fegan/training_images``.
+
+    Args:
+        every_n_epochs: how often. Defaults to ``5`` (and always after the first and the last epoch).
+        num_images: rows of the grid. Defaults to ``4``.
+
+    """
+
+    def __init__(self, every_n_epochs: int = 5, num_images: int = 4) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self._images: torch.Tensor | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        """Keep the first training batch (already pre-processed) of the fit."""
+        del trainer, pl_module, outputs, batch_idx
+        if self._images is None and hasattr(batch, "image"):
+            self._images = batch.image[: self.num_images].detach().clone()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Render and write the grid when this epoch is due."""
+        if self._images is None or not trainer.is_global_zero or self.every_n_epochs <= 0:
+            return
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if epoch != 0 and (epoch + 1) % self.every_n_epochs != 0 and not last:
+            return
+        grid = self.render(pl_module)
+        folder = Path(trainer.default_root_dir) / "training_images"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
+            folder / f"epoch_{epoch:03d}.png"
+        )
+        for experiment_logger in trainer.loggers:
+            experiment = getattr(experiment_logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image("fegan/training_images", grid, global_step=epoch)
+
+    @torch.no_grad()
+    def render(self, pl_module: LightningModule) -> torch.Tensor:
+        """(3, H', W') grid in [0, 1]: one row per image, columns input/augmented/reconstruction/F/R."""
+        import matplotlib as mpl  # noqa: PLC0415
+        from torchvision.utils import make_grid  # noqa: PLC0415
+
+        model = pl_module.model
+        images = self._images.to(pl_module.device)
+        augmented, _ = pl_module.m_se(images, generator=torch.Generator().manual_seed(0))
+        modes = {module: module.training for module in model.modules()}
+        model.eval()
+        try:
+            _, reconstruction = model.generate(augmented)
+            residual, feature = model.component_maps(augmented)
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+        colormap = mpl.colormaps["jet"]
+
+        def coloured(maps: torch.Tensor) -> torch.Tensor:
+            low, high = maps.min(), maps.max()
+            scaled = ((maps - low) / (high - low).clamp_min(1e-12)).cpu().numpy()
+            return torch.from_numpy(colormap(scaled)[..., :3]).permute(0, 3, 1, 2).float()
+
+        columns = [images.cpu(), augmented.cpu(), ((reconstruction + 1) / 2).clamp(0, 1).cpu()]
+        columns.append(coloured(feature if feature is not None else torch.zeros_like(residual)))
+        columns.append(coloured(residual))
+        tiles = torch.stack(columns, dim=1).flatten(0, 1)  # image-major: one row per image
+        return make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)

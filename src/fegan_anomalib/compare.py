@@ -35,7 +35,7 @@ COLUMNS = (
     ("pixel_AUROC", "pixel AUROC", ".3f"),
     ("pixel_AUPRO", "AUPRO", ".3f"),
     ("pixel_BestIoU", "BestIoU (oracle)", ".3f"),
-    ("pixel_ThresholdIoU", "ThresholdIoU", ".3f"),
+    ("pixel_ThresholdIoU", "ThresholdIoU (threshold from validation = test set: oracle)", ".3f"),
     ("epochs", "epochs", "d"),
     ("train_seconds_per_image", "train s/img", ".3f"),
     ("fit_seconds", "fit s", ".0f"),

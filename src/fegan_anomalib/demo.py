@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     if cli.model.visualizer is not None:
         print(f"heat maps: {Path(cli.model.visualizer.output_dir).resolve()}")
     print(f"checkpoint: {Path(cli.engine.trainer.checkpoint_callback.best_model_path or '').resolve()}")
+    print(f"learning curves: {(Path(cli.engine.trainer.default_root_dir) / 'learning_curves.png').resolve()}")
 
 
 if __name__ == "__main__":

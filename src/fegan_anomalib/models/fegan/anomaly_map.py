@@ -6,7 +6,13 @@ the input; ``R_ij = ‖x − G(x)‖₂`` over RGB in [-1, 1]; ``S = λ·F + (1 
 **[A7]** F is in feature units and R at most 2√3, so the printed λ barely weighs R. With
 ``component_norm="train_stats"`` each map is standardised by its mean and standard deviation on
 normal training images first; the statistics are buffers, so checkpoints and exported graphs
-carry them. ``"none"`` is the literal paper.
+carry them. They start unset (NaN) and the Lightning module refuses to test, predict or export
+until training has measured them, rather than scoring with a silent identity. ``"none"`` is the
+literal paper.
+
+Everything else here is derived from the scoring options (λ, σ), not learnt: the blur kernel is
+a non-persistent buffer, so ``--model.sigma`` and ``--model.score_lambda`` can be changed on a
+trained checkpoint.
 """
 
 from __future__ import annotations
@@ -46,8 +52,18 @@ class AnomalyMapGenerator(nn.Module):
         self.score_lambda = score_lambda
         self.component_norm = component_norm
         self.blur = GaussianBlur2d(sigma=sigma, channels=1) if sigma > 0 else None
-        self.register_buffer("feature_stats", torch.tensor([0.0, 1.0]))
-        self.register_buffer("residual_stats", torch.tensor([0.0, 1.0]))
+        if self.blur is not None:  # derived from sigma, not learnt: neither saved nor expected in checkpoints
+            for name in list(self.blur._buffers):
+                self.blur._non_persistent_buffers_set.add(name)
+        self.register_buffer("feature_stats", torch.full((2,), float("nan")))
+        self.register_buffer("residual_stats", torch.full((2,), float("nan")))
+
+    @property
+    def needs_train_stats(self) -> bool:
+        """True while ``component_norm="train_stats"`` and the statistics have not been measured."""
+        if self.component_norm != "train_stats":
+            return False
+        return bool(torch.isnan(self.residual_stats).any())
 
     @staticmethod
     def components(
@@ -56,12 +72,16 @@ class AnomalyMapGenerator(nn.Module):
         fen_features: torch.Tensor | None,
         encoder_features: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return R (B, H, W) and, when the FEN is used, F (B, H, W) upsampled to the input size."""
+        """Return R (B, H, W) and, when the FEN is used, F (B, H, W) upsampled to the input size.
+
+        ``align_corners=False`` as in anomalib's own models: each tap cell covers its stride-sized
+        patch, without the up-to-half-cell shift of ``True`` towards the borders.
+        """
         residual = torch.linalg.vector_norm(images - reconstruction, dim=1)
         if fen_features is None:
             return residual, None
         feature = torch.linalg.vector_norm(fen_features - encoder_features, dim=1, keepdim=True)
-        feature = F.interpolate(feature, size=images.shape[-2:], mode="bilinear", align_corners=True)
+        feature = F.interpolate(feature, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return residual, feature.squeeze(1)
 
     def set_train_stats(self, residual: tuple[float, float], feature: tuple[float, float] | None) -> None:
@@ -70,15 +90,8 @@ class AnomalyMapGenerator(nn.Module):
         if feature is not None:
             self.feature_stats.copy_(torch.tensor(feature))
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        reconstruction: torch.Tensor,
-        fen_features: torch.Tensor | None,
-        encoder_features: torch.Tensor,
-    ) -> torch.Tensor:
-        """Return the anomaly map S (B, H, W); ``images`` and ``reconstruction`` are in [-1, 1]."""
-        residual, feature = self.components(images, reconstruction, fen_features, encoder_features)
+    def fuse(self, residual: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 8 on the (optionally standardised) components, then the optional blur."""
         if self.component_norm == "train_stats":
             residual = (residual - self.residual_stats[0]) / self.residual_stats[1]
         if feature is None:
@@ -90,3 +103,13 @@ class AnomalyMapGenerator(nn.Module):
         if self.blur is not None:
             anomaly_map = self.blur(anomaly_map.unsqueeze(1)).squeeze(1)
         return anomaly_map
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        reconstruction: torch.Tensor,
+        fen_features: torch.Tensor | None,
+        encoder_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return the anomaly map S (B, H, W); ``images`` and ``reconstruction`` are in [-1, 1]."""
+        return self.fuse(*self.components(images, reconstruction, fen_features, encoder_features))

@@ -147,12 +147,21 @@ def build_fen(
     return features
 
 
+ENCODER_BATCHNORMS = ("train", "frozen")
+
+
 def build_encoder(fen: nn.Sequential, init: str = "pretrained") -> nn.Sequential:
     """Build the generator encoder ``θ`` from the FEN: same stack, max-pool → ``AvgPool2d(2)``.
 
     **[A2]** ``init="pretrained"`` copies the FEN's weights (the paper's encoder "capitalizes on the
     deep feature extraction prowess of VGG19"); ``init="random"`` re-initialises the convolutions
     as torchvision does, DFC's choice for its analogy network.
+
+    The copy is returned in train mode. The FEN is in eval mode, a deep copy keeps that, and
+    Lightning (>= 2.2) no longer calls ``.train()`` when fitting starts: without this the encoder
+    of a BatchNorm backbone trained on frozen statistics (and with ``init="random"`` on 0/1
+    statistics that never moved). Whether its BatchNorm layers then train or stay frozen is an explicit
+    choice of the model (``encoder_batchnorm``), not a side effect of copying.
     """
     if init not in {"pretrained", "random"}:
         msg = f"encoder_init must be 'pretrained' or 'random', got '{init}'."
@@ -175,7 +184,7 @@ def build_encoder(fen: nn.Sequential, init: str = "pretrained") -> nn.Sequential
                 module.reset_parameters()
                 module.reset_running_stats()
     encoder.requires_grad_(True)
-    return encoder
+    return encoder.train()
 
 
 def tap_stride_and_channels(features: nn.Sequential) -> tuple[int, int]:

@@ -42,8 +42,8 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 from torchvision.transforms.v2 import Compose, Resize
 
-from fegan_anomalib.callbacks import ResumableTrainLoader, SaveTestMetrics, ValidateData
-from fegan_anomalib.metrics import BestIoU, ThresholdIoU
+from fegan_anomalib.callbacks import LearningCurves, ResumableTrainLoader, SaveTestMetrics, TrainingImages, ValidateData
+from fegan_anomalib.metrics import BestIoU, ComponentAUROC, ThresholdIoU
 
 from .augmentation import build_augmentation
 from .loss import DiscriminatorLoss, GeneratorLoss
@@ -67,9 +67,22 @@ class Fegan(AnomalibModule):
         weights (str | None): local torchvision-keyed state dict for the FEN; overrides
             ``pre_trained``. Defaults to ``None``.
         encoder_init (str): ``"pretrained"`` (copy the FEN) or ``"random"`` **[A2]**.
+        encoder_batchnorm (str): ``"frozen"``: the encoder's BatchNorm layers (``_bn`` backbones) keep the
+            FEN's statistics, so the encoder starts as the FEN's copy in eval as well as in training;
+            ``"train"``: they train on batch statistics. ``"frozen"`` by measurement (magnetic_tile, 128²,
+            stand-in VGG16-BN, BCE, 3 epochs: F-only test image AUROC 0.645 vs 0.611, epoch 1 0.599 vs 0.504;
+            BENCHMARKS.md). VGGs without BatchNorm (the paper's VGG19) are unaffected. Defaults to ``"frozen"``.
         lambda_fea (float): weight of the feature loss. Defaults to ``30``.
         lambda_con (float): weight of the content loss. Defaults to ``30``.
         lambda_adv (float): weight of the adversarial loss. Defaults to ``1``.
+        adversarial_loss (str): the generator's adversarial term: ``"feature_matching"`` (GANomaly's
+            mean squared distance between D's features of the image and of the reconstruction) or
+            ``"bce"`` (the paper's non-saturating GAN loss **[A6]**). A deviation from the paper by
+            measurement: with ``"bce"`` and λ_adv = 1 the adversarial gradient at the encoder's output is
+            16x the feature term's and at the decoder's output 77x the content term's, the reconstruction
+            stays a flat grey and F learns slowly; feature matching brings both to the size of the other
+            terms and lifts the test curve (magnetic_tile, BENCHMARKS.md "Learning curves").
+            Defaults to ``"feature_matching"``.
         score_lambda (float): λ of the anomaly score (Eq. 8), weight of the feature map. Defaults to ``0.6``.
         component_norm (str): ``"none"`` (the paper) or ``"train_stats"`` **[A7]**.
         sigma (float): Gaussian smoothing of the map; ``0`` is none (the paper). Defaults to ``0``.
@@ -87,6 +100,9 @@ class Fegan(AnomalibModule):
         mse_seed (int): M-SE draws come from a generator seeded with (mse_seed, global step, rank), not
             from the global RNG: a resumed run repeats the uninterrupted one's augmentations, and DDP
             ranks augment differently. Defaults to ``0``.
+        gradient_norm_every (int): log the norm of each weighted generator-loss term's gradient at the
+            encoder's and the decoder's output every this many batches (epoch means, ``grad_norm/*``);
+            ``0`` never. Defaults to ``10``.
         lr (float): Adam learning rate of G and D. Defaults to ``2e-4``.
         beta1 (float): Adam β1. Defaults to ``0.5``.
         beta2 (float): Adam β2. Defaults to ``0.999``.
@@ -117,9 +133,11 @@ class Fegan(AnomalibModule):
         pre_trained: bool = True,
         weights: str | None = None,
         encoder_init: str = "pretrained",
+        encoder_batchnorm: str = "frozen",
         lambda_fea: float = 30.0,
         lambda_con: float = 30.0,
         lambda_adv: float = 1.0,
+        adversarial_loss: str = "feature_matching",
         score_lambda: float = 0.6,
         component_norm: str = "none",
         sigma: float = 0.0,
@@ -131,6 +149,7 @@ class Fegan(AnomalibModule):
         augmentation: str = "MultiScaleSelfEnhancement",
         augmentation_args: dict[str, Any] | None = None,
         mse_seed: int = 0,
+        gradient_norm_every: int = 10,
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
@@ -169,6 +188,7 @@ class Fegan(AnomalibModule):
             pre_trained=pre_trained,
             weights=weights,
             encoder_init=encoder_init,
+            encoder_batchnorm=encoder_batchnorm,
             use_discriminator=use_discriminator,
             use_fen=use_fen,
             score_lambda=score_lambda,
@@ -179,7 +199,13 @@ class Fegan(AnomalibModule):
         self.m_se = build_augmentation(augmentation, mse_area_ratio, mse_max_patch_ratio, **(augmentation_args or {}))
         self.use_mse = use_mse
         self.mse_seed = mse_seed
-        self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv if use_discriminator else 0.0)
+        self.gradient_norm_every = gradient_norm_every
+        self.generator_loss = GeneratorLoss(
+            lambda_fea,
+            lambda_con,
+            lambda_adv if use_discriminator else 0.0,
+            adversarial=adversarial_loss,
+        )
         self.discriminator_loss = DiscriminatorLoss()
         self.automatic_optimization = False
         self.lr = lr
@@ -189,6 +215,7 @@ class Fegan(AnomalibModule):
         self.d_collapse_loss = d_collapse_loss
         self.d_collapse_steps = d_collapse_steps
         self.collapsed_steps = 0
+        self.component_auroc = ComponentAUROC()
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -198,7 +225,17 @@ class Fegan(AnomalibModule):
 
     @staticmethod
     def configure_evaluator() -> Evaluator:
-        """Report the paper's figures (image/pixel AUROC, IoU two ways **[A10]**) plus AUPRO and F1."""
+        """Report the paper's figures (image/pixel AUROC, IoU two ways **[A10]**) plus AUPRO and F1.
+
+        Validation reports image/pixel AUROC and AUPRO (``val_`` prefix) every time it runs, so any
+        logger records the learning curve; the F-only and R-only AUROCs beside them come from
+        ``validation_step``.
+        """
+        val_metrics = [
+            AUROC(fields=["pred_score", "gt_label"], prefix="val_image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="val_pixel_", strict=False),
+            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="val_pixel_", strict=False),
+        ]
         test_metrics = [
             AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
             F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
@@ -208,7 +245,7 @@ class Fegan(AnomalibModule):
             BestIoU(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
             ThresholdIoU(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
         ]
-        return Evaluator(test_metrics=test_metrics)
+        return Evaluator(val_metrics=val_metrics, test_metrics=test_metrics)
 
     @classmethod
     def configure_visualizer(cls) -> ImageVisualizer:
@@ -255,7 +292,14 @@ class Fegan(AnomalibModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """Add the input check, the resumable training loader and the metrics file to anomalib's callbacks."""
-        return [*super().configure_callbacks(), ValidateData(), ResumableTrainLoader(), SaveTestMetrics()]
+        return [
+            *super().configure_callbacks(),
+            ValidateData(),
+            ResumableTrainLoader(),
+            SaveTestMetrics(),
+            LearningCurves(),
+            TrainingImages(),
+        ]
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """Adam for the generator (encoder + decoder) and, when used, for the discriminator."""
@@ -288,7 +332,7 @@ class Fegan(AnomalibModule):
                 )
                 raise FloatingPointError(msg)
 
-    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+    def training_step(self, batch: Batch, batch_idx: int = 0, *args, **kwargs) -> STEP_OUTPUT:
         """One forward, then a generator step and a discriminator step on the detached fake."""
         del args, kwargs
         optimizers = self.optimizers()
@@ -300,7 +344,7 @@ class Fegan(AnomalibModule):
         discriminator = self.model.discriminator
         # toggling freezes D while G steps (no D gradients computed or all-reduced under DDP) and vice versa
         self.toggle_optimizer(g_opt)
-        fake_logits = discriminator(output.reconstruction) if discriminator is not None else None
+        fake_logits = self._adversarial_input(discriminator, real, output.reconstruction)
         g_loss, terms = self.generator_loss(
             real,
             output.reconstruction,
@@ -309,6 +353,7 @@ class Fegan(AnomalibModule):
             fake_logits,
         )
         self._check_finite({"generator_loss": g_loss, **terms})
+        gradient_norms = self._gradient_norms(terms, output) if self._logs_gradient_norms(batch_idx) else {}
         g_opt.zero_grad()
         self.manual_backward(g_loss)
         g_opt.step()
@@ -325,7 +370,52 @@ class Fegan(AnomalibModule):
             losses["discriminator_loss"] = d_loss.detach()
             self._handle_discriminator_collapse(float(d_loss.detach()), d_opt)
         self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
+        if gradient_norms:
+            self.log_dict(gradient_norms, on_step=False, on_epoch=True, batch_size=len(clean))
         return losses
+
+    def _adversarial_input(
+        self,
+        discriminator: torch.nn.Module | None,
+        real: torch.Tensor,
+        reconstruction: torch.Tensor,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+        """Return what the generator's adversarial term reads: D's logits of G(x̃), or D's features of (x, G(x̃))."""
+        if discriminator is None:
+            return None
+        if self.generator_loss.adversarial == "feature_matching":
+            return discriminator.features(real).detach(), discriminator.features(reconstruction)
+        return discriminator(reconstruction)
+
+    def _logs_gradient_norms(self, batch_idx: int) -> bool:
+        """Measure the per-term gradient norms on every ``gradient_norm_every``-th batch (0: never)."""
+        return self.gradient_norm_every > 0 and batch_idx % self.gradient_norm_every == 0
+
+    def _gradient_norms(self, terms: dict[str, torch.Tensor], output: Any) -> dict[str, torch.Tensor]:
+        """Norm of each weighted loss term's gradient at the encoder's output and at the decoder's output.
+
+        Which term steers the generator is a question of gradients, not of loss values: the
+        adversarial term can be large and still push weakly. Measured at the two activations
+        (not the weights) so it costs a backward through decoder and discriminator only.
+        """
+        weights = {
+            "feature_loss": self.generator_loss.lambda_fea,
+            "content_loss": self.generator_loss.lambda_con,
+            "adversarial_loss": self.generator_loss.lambda_adv,
+        }
+        norms = {}
+        for name, term in terms.items():
+            at_encoder, at_decoder = torch.autograd.grad(
+                weights[name] * term,
+                [output.encoder_features, output.reconstruction],
+                retain_graph=True,
+                allow_unused=True,
+            )
+            short = name.removesuffix("_loss")
+            for where, gradient in (("encoder", at_encoder), ("decoder", at_decoder)):
+                value = torch.zeros(()) if gradient is None else torch.linalg.vector_norm(gradient.detach().float())
+                norms[f"grad_norm/{short}_at_{where}"] = value.to(self.device)
+        return norms
 
     def _handle_discriminator_collapse(self, d_loss: float, d_opt: optim.Optimizer) -> None:
         """Re-initialise D (DCGAN init, fresh Adam state) after ``d_collapse_steps`` near-zero losses."""
@@ -392,9 +482,45 @@ class Fegan(AnomalibModule):
         logger.info("FEGAN train_stats: R mean/std %.4g/%.4g, F %s", mean[0], std[0], feature)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
-        """Score the validation batch; the PostProcessor learns its thresholds from these."""
+        """Score the validation batch (the PostProcessor learns its thresholds from these).
+
+        The same forward as the model's inference, with R and F kept apart on the way so the F-only
+        and R-only AUROCs can be logged beside the fused map's.
+        """
         del args, kwargs
-        return batch.update(**self.model(batch.image)._asdict())
+        residual, feature = self.model.component_maps(batch.image)
+        anomaly_map = self.model.anomaly_map_generator.fuse(residual, feature)
+        self.component_auroc.update(residual, feature, batch.gt_label, batch.gt_mask)
+        return batch.update(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the F-only and R-only image/pixel AUROCs of this validation (``val_F_*``, ``val_R_*``)."""
+        super().on_validation_epoch_end()
+        values = self.component_auroc.compute()
+        self.component_auroc.reset()
+        if values:
+            self.log_dict(values, sync_dist=True)
+
+    def on_test_start(self) -> None:
+        """Refuse to score with ``train_stats`` that were never measured."""
+        super().on_test_start()
+        self._check_train_stats("test")
+
+    def on_predict_start(self) -> None:
+        """Refuse to score with ``train_stats`` that were never measured."""
+        super().on_predict_start()
+        self._check_train_stats("predict")
+
+    def _check_train_stats(self, action: str) -> None:
+        """``component_norm="train_stats"`` needs statistics that only a fit with validation measures."""
+        if self.model.anomaly_map_generator.needs_train_stats:
+            msg = (
+                f"Cannot {action}: this FEGAN has component_norm='train_stats' but its training statistics were "
+                "never measured (they are taken when validation runs during fit). Load a checkpoint trained with "
+                "validation (`--ckpt_path <run>/weights/lightning/model.ckpt`), train with a validation split "
+                "(the datamodule's default), or use `--model.component_norm none`."
+            )
+            raise RuntimeError(msg)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another model or another FEGAN configuration, naming the difference.
@@ -403,23 +529,38 @@ class Fegan(AnomalibModule):
         backbone the checkpoint holds and what to pass instead.
         """
         state = checkpoint.get("state_dict", {})
+        # the blur kernel is derived from sigma, not learnt; checkpoints written before it became
+        # non-persistent carry it: drop it so sigma can differ from training's
+        for key in [key for key in state if ".anomaly_map_generator.blur." in key]:
+            del state[key]
         own = self.state_dict()
         missing = [key for key in own if key.startswith("model.") and key not in state]
         unexpected = [key for key in state if key.startswith("model.") and key not in own]
         misshapen = [key for key in own if key in state and state[key].shape != own[key].shape]
         if missing or unexpected or misshapen:
             saved = checkpoint.get("hyper_parameters", {})
-            if "backbone" in saved:
-                origin = f"a FEGAN checkpoint with backbone={saved['backbone']}, tap={saved.get('tap')}, "
-                origin += f"image_size={saved.get('image_size')}"
-            else:
-                origin = f"not a FEGAN checkpoint (hyper-parameters: {sorted(saved)[:6]})"
             examples = (missing + unexpected + misshapen)[:5]
+            counts = (
+                f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshapen)} misshapen weights, "
+                f"e.g. {examples}"
+            )
+            if "backbone" not in saved:
+                msg = (
+                    f"This checkpoint is not a FEGAN checkpoint (hyper-parameters: {sorted(saved)[:6]}); {counts}. "
+                    "Pass a checkpoint trained with `--model FEGAN`."
+                )
+                raise ValueError(msg)
+            fields = ("backbone", "tap", "image_size", "use_discriminator", "use_fen")
+            differing = [
+                f"{name}: checkpoint {saved.get(name)!r}, this model {self.hparams.get(name)!r}"
+                for name in fields
+                if name in saved and _same(saved.get(name)) != _same(self.hparams.get(name))
+            ]
+            which = "; ".join(differing) if differing else "no architecture argument differs"
             msg = (
-                f"This checkpoint does not fit this FEGAN (backbone={self.hparams.backbone}, tap={self.hparams.tap}, "
-                f"image_size={self.hparams.image_size}): it is {origin}. {len(missing)} missing, "
-                f"{len(unexpected)} unexpected, {len(misshapen)} misshapen weights, e.g. {examples}. Pass a "
-                f"checkpoint trained with `--model FEGAN` and the same --model.backbone/--model.tap/--model.image_size."
+                f"This FEGAN checkpoint does not fit this FEGAN ({which}); {counts}. Pass the checkpoint's "
+                "settings (e.g. --model.backbone/--model.tap/--model.image_size as it was trained), or a "
+                "checkpoint trained with these."
             )
             raise ValueError(msg)
         super().on_load_checkpoint(checkpoint)
@@ -431,6 +572,7 @@ class Fegan(AnomalibModule):
         exported before that, every score of the graph is NaN (and OpenVINO's INT8 quantisation fails
         deep inside with NaN clamp bounds), so the user is told here instead.
         """
+        self._check_train_stats("export")
         post = self.post_processor
         if not isinstance(post, PostProcessor):
             return
@@ -469,6 +611,15 @@ class Fegan(AnomalibModule):
     def learning_type(self) -> LearningType:
         """FEGAN learns from normal images only."""
         return LearningType.ONE_CLASS
+
+
+def _same(value: Any) -> Any:
+    """Compare hyper-parameters across YAML/CLI forms: ``128`` and ``[128, 128]`` are the same size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return value
 
 
 class FEGAN(Fegan):

@@ -25,7 +25,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from .anomaly_map import AnomalyMapGenerator
-from .backbone import build_encoder, build_fen, tap_stride_and_channels
+from .backbone import ENCODER_BATCHNORMS, build_encoder, build_fen, tap_stride_and_channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -116,6 +116,10 @@ class Discriminator(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the last feature map before the logit (what GANomaly's feature matching compares)."""
+        return self.layers[:-1](images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Return one real-vs-fake logit per image, shape (B,)."""
         return self.layers(images).flatten()
@@ -136,6 +140,9 @@ class FeganModel(nn.Module):
         pre_trained: torchvision ImageNet weights for the FEN. Defaults to ``True``.
         weights: local torchvision-keyed state dict for the FEN (overrides ``pre_trained``).
         encoder_init: ``"pretrained"`` (copy of the FEN) or ``"random"`` **[A2]**.
+        encoder_batchnorm: ``"frozen"`` (default): the encoder's BatchNorm layers (``_bn`` backbones) keep
+            the statistics they were built with (the FEN's, or 0/1 for a random encoder); ``"train"``: they
+            use batch statistics in training and update their running statistics.
         use_discriminator: build the discriminator (Table 7). Defaults to ``True``.
         use_fen: use the FEN branch in loss and score (Table 7). Defaults to ``True``.
         score_lambda: λ of Eq. 8. Defaults to ``0.6``.
@@ -159,6 +166,7 @@ class FeganModel(nn.Module):
         pre_trained: bool = True,
         weights: str | Path | None = None,
         encoder_init: str = "pretrained",
+        encoder_batchnorm: str = "frozen",
         use_discriminator: bool = True,
         use_fen: bool = True,
         score_lambda: float = 0.6,
@@ -167,9 +175,20 @@ class FeganModel(nn.Module):
         channels_last: bool = True,
     ) -> None:
         super().__init__()
+        if encoder_batchnorm not in ENCODER_BATCHNORMS:
+            msg = f"encoder_batchnorm must be one of {ENCODER_BATCHNORMS}, got '{encoder_batchnorm}'."
+            raise ValueError(msg)
+        if encoder_batchnorm == "frozen" and encoder_init == "random" and "_bn" in backbone:
+            msg = (
+                "encoder_init='random' with encoder_batchnorm='frozen' would normalise the encoder with reset "
+                "0/1 statistics that never update. Pass encoder_batchnorm='train' with a random encoder."
+            )
+            raise ValueError(msg)
         self.use_fen = use_fen
+        self.encoder_batchnorm = encoder_batchnorm
         self.fen = build_fen(backbone, tap, pre_trained, weights)
         self.encoder = build_encoder(self.fen, encoder_init)
+        self._freeze_encoder_batchnorm()
         stride, channels = tap_stride_and_channels(self.fen)
         if image_size[0] % stride or image_size[1] % stride:
             msg = (
@@ -193,7 +212,15 @@ class FeganModel(nn.Module):
         """Switch modes but keep the frozen FEN in eval mode (its BatchNorm statistics never move)."""
         super().train(mode)
         self.fen.eval()
+        self._freeze_encoder_batchnorm()
         return self
+
+    def _freeze_encoder_batchnorm(self) -> None:
+        """With ``encoder_batchnorm="frozen"``, hold the encoder's BatchNorm layers in eval mode."""
+        if self.encoder_batchnorm == "frozen":
+            for module in self.encoder.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalise [0, 1] images for the FEN and the encoder **[A5]**."""
@@ -221,7 +248,7 @@ class FeganModel(nn.Module):
             return self.fen(self.normalize(images))
 
     def component_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Unfused (R, F) maps of ``images`` at input size, for the ``train_stats`` normalisation."""
+        """Unfused (R, F) maps of ``images`` at input size: for ``train_stats`` and the F-only/R-only curves."""
         encoder_features, reconstruction = self.generate(images)
         fen_features = self.fen_features(images) if self.use_fen else None
         return self.anomaly_map_generator.components(images * 2 - 1, reconstruction, fen_features, encoder_features)

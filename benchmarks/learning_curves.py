@@ -1,0 +1,232 @@
+"""Learning curves of FEGAN on a real MVTec-layout category, with PaDiM on the same backbone as the bar.
+
+Trains FEGAN through anomalib's Engine (the real Lightning loop) with label-free validation
+(``PlantedValidation``: held-out normal training images, half with planted M-SE anomalies) and,
+after every epoch, scores the whole **test set** outside the Lightning loop, recording image and
+pixel AUROC of the fused map S for several scoring settings (λ, σ) and of F and R alone. The test
+set never reaches training or the PostProcessor: it is read here to draw the curve and to measure
+how well the planted-validation proxy tracks it (Spearman rank correlation across epochs).
+
+    python benchmarks/learning_curves.py --root datasets --category magnetic_tile \
+        --weights weights/standin_vgg16bn.pth --epochs 20 --out curves/magnetic_tile
+
+Writes ``test_curve.csv`` (one row per epoch), the run's own ``learning_curves.csv/png``,
+``curves.png`` (test image/pixel AUROC vs epoch, PaDiM as a horizontal line) and ``summary.json``.
+Any further ``--model-args`` JSON goes to ``Fegan`` (e.g. ``'{"adversarial_loss": "feature_matching"}'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from torch.nn import functional as F  # noqa: N812
+
+from fegan_anomalib import Fegan
+from fegan_anomalib.callbacks import PlantedValidation
+from fegan_anomalib.metrics import rank_auroc
+
+LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only
+SIGMAS = (0.0, 4.0)
+
+
+class TestSetCurve(Callback):
+    """After every training epoch, score the test set and append image/pixel AUROCs to a CSV."""
+
+    def __init__(self, datamodule: MVTecAD, path: Path, pixel_stride: int = 2) -> None:
+        self.datamodule = datamodule
+        self.path = path
+        self.pixel_stride = pixel_stride
+        self.rows: list[dict[str, float]] = []
+        self.epoch_start = time.perf_counter()
+        self.train_seconds = 0.0
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the epoch's clock."""
+        del trainer, pl_module
+        self.epoch_start = time.perf_counter()
+
+    @torch.no_grad()
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Score the test set with this epoch's weights and append the row."""
+        self.train_seconds += time.perf_counter() - self.epoch_start  # training + validation, not this scoring
+        model = pl_module.model
+        modes = {module: module.training for module in model.modules()}
+        model.eval()
+        residuals, features, labels, masks = [], [], [], []
+        try:
+            for batch in self.datamodule.test_dataloader():
+                images = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
+                residual, feature = model.component_maps(images)
+                mask = F.interpolate(batch.gt_mask.float().unsqueeze(1), size=residual.shape[-2:], mode="nearest")
+                residuals.append(residual.cpu())
+                features.append(feature.cpu())
+                labels.append(batch.gt_label.cpu())
+                masks.append(mask[:, 0].bool().cpu())
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+        residual, feature, label, mask = (torch.cat(x) for x in (residuals, features, labels, masks))
+        generator = model.anomaly_map_generator
+        row: dict[str, float] = {"epoch": trainer.current_epoch, "train_seconds": round(self.train_seconds, 1)}
+        step = self.pixel_stride
+        for lam in LAMBDAS:
+            for sigma in SIGMAS:
+                fused = _fuse(generator, residual, feature, lam, sigma)
+                name = f"lambda{lam:g}_sigma{sigma:g}"
+                row[f"image_AUROC_{name}"] = rank_auroc(fused.amax(dim=(-2, -1)), label)
+                row[f"pixel_AUROC_{name}"] = rank_auroc(fused[:, ::step, ::step], mask[:, ::step, ::step])
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val_") or key.endswith("_loss") or key.startswith("grad_norm/"):
+                row[key] = float(value)
+        self.rows.append(row)
+        import pandas as pd  # noqa: PLC0415
+
+        pd.DataFrame(self.rows).to_csv(self.path, index=False)
+        print(json.dumps({k: round(v, 4) for k, v in row.items() if "AUROC" in k or k == "epoch"}), flush=True)
+
+
+def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: float, sigma: float) -> torch.Tensor:
+    """S with another λ and σ from the same components (train_stats standardisation as the model's)."""
+    from anomalib.models.components import GaussianBlur2d  # noqa: PLC0415
+
+    if generator.component_norm == "train_stats":
+        residual = (residual - generator.residual_stats[0]) / generator.residual_stats[1]
+        feature = (feature - generator.feature_stats[0]) / generator.feature_stats[1]
+    fused = lam * feature + (1 - lam) * residual
+    if sigma > 0:
+        fused = GaussianBlur2d(sigma=sigma, channels=1)(fused.unsqueeze(1)).squeeze(1)
+    return fused
+
+
+def _padim(args: argparse.Namespace, out: Path) -> dict[str, float]:
+    """PaDiM on the same backbone and data (anomalib's, via the benchmark peer), test metrics."""
+    from fegan_anomalib.models import BenchPadim  # noqa: PLC0415
+
+    seed_everything(args.seed)
+    model = BenchPadim(image_size=args.image_size, weights=args.weights, pre_trained=False, visualizer=False)
+    datamodule = _datamodule(args)
+    engine = Engine(default_root_dir=out / "padim", logger=False, enable_progress_bar=False)
+    engine.fit(model, datamodule=datamodule)
+    (metrics,) = engine.test(model, datamodule=datamodule, verbose=False)
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _datamodule(args: argparse.Namespace) -> MVTecAD:
+    return MVTecAD(
+        root=args.root,
+        category=args.category,
+        train_batch_size=args.batch_size,
+        eval_batch_size=16,
+        num_workers=0,
+        seed=args.seed,
+    )
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr  # noqa: PLC0415
+
+    return float(spearmanr(a, b).statistic) if len(a) > 2 else float("nan")
+
+
+def main() -> None:
+    """Train with the test curve recorded, optionally PaDiM first; write the CSV, figure and summary."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="folder of MVTec-layout categories")
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--weights", help="torchvision-keyed VGG16-BN state dict (stand-in); random FEN without")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--model-args", default="{}", help="JSON of further Fegan arguments")
+    parser.add_argument("--padim", action="store_true", help="also train and test PaDiM on the same backbone")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    if args.padim:
+        summary["padim"] = _padim(args, args.out)
+        print("PaDiM", json.dumps(summary["padim"]), flush=True)
+    seed_everything(args.seed)
+    backbone = (
+        {"backbone": "vgg16_bn", "tap": "relu5_2", "weights": args.weights} if args.weights else {"pre_trained": False}
+    )
+    model_args = {
+        "image_size": args.image_size,
+        "component_norm": "train_stats",
+        "max_epochs": args.epochs,
+        "visualizer": False,
+        **backbone,
+        **json.loads(args.model_args),
+    }
+    model = Fegan(**model_args)
+    datamodule = _datamodule(args)
+    curve = TestSetCurve(_datamodule(args), args.out / "test_curve.csv")
+    datamodule_test = curve.datamodule
+    datamodule_test.setup("test")
+    engine = Engine(
+        default_root_dir=args.out / "fegan",
+        callbacks=[PlantedValidation(seed=args.seed), curve],
+        logger=False,
+        enable_progress_bar=False,
+    )
+    start = time.perf_counter()
+    engine.fit(model, datamodule=datamodule)
+    summary["fit_seconds"] = round(time.perf_counter() - start, 1)
+    summary["model_args"] = {k: str(v) for k, v in model_args.items()}
+    rows = curve.rows
+    summary["last_epoch"] = rows[-1]
+    key = "image_AUROC_lambda0.6_sigma0"
+    if all("val_image_AUROC" in row for row in rows):
+        summary["spearman_val_vs_test_image_AUROC"] = _spearman(
+            [row["val_image_AUROC"] for row in rows], [row[key] for row in rows]
+        )
+        summary["spearman_val_vs_test_pixel_AUROC"] = _spearman(
+            [row["val_pixel_AUROC"] for row in rows], [row["pixel_AUROC_lambda0.6_sigma0"] for row in rows]
+        )
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(rows, summary.get("padim"), args.out / "curves.png", f"{args.category}, {args.image_size}²")
+    print(json.dumps(summary, indent=2))
+
+
+def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Path, title: str) -> None:
+    """Test image and pixel AUROC per epoch (S, F only, R only), PaDiM as a horizontal line."""
+    import matplotlib as mpl  # noqa: PLC0415
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [row["epoch"] + 1 for row in rows]
+    for axis, level in zip(axes, ("image", "pixel"), strict=True):
+        for lam, label in ((0.6, "FEGAN S (λ=0.6)"), (1.0, "F only"), (0.0, "R only")):
+            axis.plot(epochs, [row[f"{level}_AUROC_lambda{lam:g}_sigma0"] for row in rows], marker="o", label=label)
+        axis.plot(epochs, [row[f"{level}_AUROC_lambda0.6_sigma4"] for row in rows], ls="--", label="S, σ=4")
+        if any(f"val_{level}_AUROC" in row for row in rows):
+            axis.plot(
+                epochs, [row.get(f"val_{level}_AUROC", float("nan")) for row in rows], ls=":", label="planted val (S)"
+            )
+        if padim and f"{level}_AUROC" in padim:
+            axis.axhline(padim[f"{level}_AUROC"], color="k", ls="-.", label="PaDiM (same backbone)")
+        axis.set_title(f"{title}: test {level} AUROC")
+        axis.set_xlabel("epoch")
+        axis.set_ylim(0.3, 1.0)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

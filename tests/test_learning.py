@@ -1,0 +1,147 @@
+"""Learning curves, label-free (planted) validation, training images and the train_stats guard."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+from PIL import Image
+
+from fegan_anomalib import Fegan
+from fegan_anomalib.callbacks import PlantedValidation
+from fegan_anomalib.data.planted import PlantedAnomalyDataset
+from fegan_anomalib.metrics import rank_auroc
+from fegan_anomalib.models.fegan.augmentation import MultiScaleSelfEnhancement
+
+from .conftest import checkpoint_of
+
+
+def _datamodule(root: Path) -> MVTecAD:
+    return MVTecAD(root=root, category="texture", train_batch_size=4, eval_batch_size=4, num_workers=0)
+
+
+def test_rank_auroc_known_answers() -> None:
+    assert rank_auroc(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([0, 0, 1, 1])) == 1.0
+    assert rank_auroc(torch.tensor([0.9, 0.8, 0.2, 0.1]), torch.tensor([0, 0, 1, 1])) == 0.0
+    assert rank_auroc(torch.tensor([5.0, 5.0, 5.0, 5.0]), torch.tensor([0, 1, 0, 1])) == 0.5  # ties count half
+    # raw values far outside [0, 1] keep their order (torchmetrics would squash them through a sigmoid)
+    assert rank_auroc(torch.tensor([40.0, 50.0, 60.0]), torch.tensor([0, 1, 1])) == 1.0
+    assert math.isnan(rank_auroc(torch.tensor([1.0, 2.0]), torch.tensor([1, 1])))  # one class: undefined
+
+
+def test_planted_dataset_plants_half_with_their_masks_and_repeats_itself(synthetic_root: Path) -> None:
+    datamodule = _datamodule(synthetic_root)
+    datamodule.setup("fit")
+    normal = datamodule.train_data
+    planted = PlantedAnomalyDataset(normal, MultiScaleSelfEnhancement(area_ratio=0.2), anomalous_ratio=0.5, seed=3)
+    assert len(planted) == len(normal) == 8
+    assert int((planted.samples.label_index == 1).sum()) == 4
+    for index in range(len(planted)):
+        item, original = planted[index], normal[index]
+        if int(item.gt_label) == 1:
+            mask = item.gt_mask.bool()
+            assert 0.05 < mask.float().mean() < 0.25  # about the 20 % planted area (overlaps allowed)
+            assert torch.equal(item.image[:, ~mask], original.image[:, ~mask])  # untouched outside the mask
+            assert not torch.equal(item.image, original.image)
+        else:
+            assert not item.gt_mask.any()
+            assert torch.equal(item.image, original.image)
+        assert torch.equal(planted[index].image, item.image)  # the same anomaly every epoch
+    with pytest.raises(ValueError, match="normal images only"):
+        PlantedAnomalyDataset(datamodule.test_data, MultiScaleSelfEnhancement())
+
+
+def test_planted_validation_fit_writes_curves_images_and_measures_train_stats(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    seed_everything(0)
+    model = Fegan(image_size=32, pre_trained=False, component_norm="train_stats", visualizer=False, max_epochs=2)
+    assert model.model.anomaly_map_generator.needs_train_stats
+    datamodule = _datamodule(synthetic_root)
+    engine = Engine(
+        default_root_dir=tmp_path,
+        callbacks=[PlantedValidation(holdout_ratio=0.25, seed=0)],
+        logger=False,
+        enable_progress_bar=False,
+    )
+    engine.fit(model, datamodule=datamodule)
+    assert len(datamodule.train_data) == 6
+    assert sorted(datamodule.val_data.samples.label_index) == [0, 1]  # two held out, one planted
+    assert all("/test/" not in path for path in datamodule.val_data.samples.image_path)  # no test image seen
+    assert not model.model.anomaly_map_generator.needs_train_stats
+    assert torch.isfinite(model.post_processor.image_threshold)
+    (run,) = tmp_path.glob("Fegan/MVTecAD/texture/v*")
+    with (run / "learning_curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(row["epoch"]) for row in rows] == [0.0, 1.0]
+    for column in ("feature_loss", "content_loss", "val_image_AUROC", "val_pixel_AUROC", "val_F_pixel_AUROC"):
+        assert all(row[column] for row in rows), column
+    assert float(rows[0]["grad_norm/feature_at_encoder"]) > 0
+    figure = Image.open(run / "learning_curves.png")
+    assert figure.size[0] > 1000  # three panels
+    grid = Image.open(run / "training_images" / "epoch_001.png")  # the last epoch's
+    assert grid.size == (5 * 32 + 6 * 2, 4 * 32 + 5 * 2)  # 5 columns x 4 images, 2 px padding
+    assert (run / "training_images" / "epoch_000.png").is_file()
+
+
+def test_train_stats_never_measured_refuses_test_and_export(synthetic_root: Path, tmp_path: Path) -> None:
+    model = Fegan(image_size=32, pre_trained=False, component_norm="train_stats", visualizer=False)
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.raises(RuntimeError, match="never measured"):
+        engine.test(model, datamodule=_datamodule(synthetic_root))
+    with pytest.raises(RuntimeError, match="component_norm none"):
+        model.to_torch(export_root=tmp_path)
+
+
+def test_scoring_options_change_on_a_trained_checkpoint(trained: tuple[Path, str]) -> None:
+    checkpoint = checkpoint_of(trained[0])
+    plain = Fegan.load_from_checkpoint(checkpoint).model.eval()
+    blurred = Fegan.load_from_checkpoint(checkpoint, sigma=4.0, score_lambda=1.0).model.eval()
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        first, second = plain(images).anomaly_map, blurred(images).anomaly_map
+    assert not torch.allclose(first, second)
+    assert second.std() < first.std()  # smoothed
+
+
+def test_old_checkpoint_with_a_saved_blur_kernel_and_older_arguments_loads(
+    trained: tuple[Path, str], tmp_path: Path
+) -> None:
+    state = torch.load(checkpoint_of(trained[0]), map_location="cpu", weights_only=False)
+    state["state_dict"]["model.anomaly_map_generator.blur.kernel"] = torch.ones(1, 1, 3, 3)
+    for name in ("adversarial_loss", "encoder_batchnorm", "gradient_norm_every"):
+        state["hyper_parameters"].pop(name, None)
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    model = Fegan.load_from_checkpoint(old, weights_only=False)
+    assert model.generator_loss.adversarial == "bce"
+
+
+def test_mismatch_names_the_differing_argument(trained: tuple[Path, str]) -> None:
+    with pytest.raises(ValueError, match=r"tap: checkpoint 'relu5_4', this model 'relu5_3'") as error:
+        Fegan.load_from_checkpoint(checkpoint_of(trained[0]), backbone="vgg16", tap="relu5_3")
+    assert "backbone: checkpoint 'vgg19', this model 'vgg16'" in str(error.value)
+    assert "image_size" not in str(error.value).split(";")[0]  # equal fields are not listed
+
+
+def test_training_images_reach_tensorboard(synthetic_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="TensorBoard is an optional extra (pip install '.[tensorboard]')")
+    from anomalib.loggers import AnomalibTensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    seed_everything(0)
+    model = Fegan(image_size=32, pre_trained=False, visualizer=False, max_epochs=1)
+    tb_logger = AnomalibTensorBoardLogger(save_dir=tmp_path / "tb")
+    engine = Engine(default_root_dir=tmp_path, logger=tb_logger, enable_progress_bar=False)
+    engine.fit(model, datamodule=_datamodule(synthetic_root))
+    (events,) = (tmp_path / "tb").rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert "fegan/training_images" in accumulator.Tags()["images"]
+    assert "val_image_AUROC" in accumulator.Tags()["scalars"]
