@@ -8,6 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -91,5 +92,6 @@ def quiet_trainer(**kwargs) -> Trainer:
         "num_sanity_val_steps": 0,
         "limit_val_batches": 0,
         "accelerator": "cpu",
+        "default_root_dir": tempfile.mkdtemp(prefix="fegan-quiet-"),  # run files (learning curves) not in the cwd
     }
     return Trainer(**{**defaults, **kwargs})
