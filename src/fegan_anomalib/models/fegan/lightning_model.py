@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FEGAN", "Fegan"]
 
+ARCHITECTURE_KEY = "fegan_architecture"
+ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen")
+
 
 class Fegan(AnomalibModule):
     """FEGAN Lightning module.
@@ -522,6 +525,11 @@ class Fegan(AnomalibModule):
             )
             raise RuntimeError(msg)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the arguments that shape the weights, for a precise error when a checkpoint does not fit."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[ARCHITECTURE_KEY] = {name: self.hparams.get(name) for name in ARCHITECTURE_FIELDS}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another model or another FEGAN configuration, naming the difference.
 
@@ -550,13 +558,18 @@ class Fegan(AnomalibModule):
                     "Pass a checkpoint trained with `--model FEGAN`."
                 )
                 raise ValueError(msg)
-            fields = ("backbone", "tap", "image_size", "use_discriminator", "use_fen")
-            differing = [
-                f"{name}: checkpoint {saved.get(name)!r}, this model {self.hparams.get(name)!r}"
-                for name in fields
-                if name in saved and _same(saved.get(name)) != _same(self.hparams.get(name))
-            ]
-            which = "; ".join(differing) if differing else "no architecture argument differs"
+            # Lightning overwrites the saved hyper-parameters with load_from_checkpoint's keyword arguments
+            # before this hook, so the architecture is read from the key on_save_checkpoint wrote
+            architecture = checkpoint.get(ARCHITECTURE_KEY)
+            if architecture is None:
+                which = "a checkpoint from before fegan-anomalib recorded its architecture"
+            else:
+                differing = [
+                    f"{name}: checkpoint {value!r}, this model {self.hparams.get(name)!r}"
+                    for name, value in architecture.items()
+                    if _same(value) != _same(self.hparams.get(name))
+                ]
+                which = "; ".join(differing) if differing else "no architecture argument differs"
             msg = (
                 f"This FEGAN checkpoint does not fit this FEGAN ({which}); {counts}. Pass the checkpoint's "
                 "settings (e.g. --model.backbone/--model.tap/--model.image_size as it was trained), or a "
