@@ -18,6 +18,7 @@ import pandas as pd
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def main() -> None:
@@ -60,6 +61,7 @@ def main() -> None:
             axis.axhline(padim[f"{level}_AUROC"], color="k", ls="-.", label="PaDiM, same backbone")
         axis.set_title(f"{args.title} test {level} AUROC".strip())
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()
