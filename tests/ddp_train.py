@@ -45,6 +45,7 @@ def main() -> None:
         devices=2,
         strategy="ddp_find_unused_parameters_true",
         max_epochs=1,
+        default_root_dir=out,  # run files (learning curves) beside the weights, not in the working tree
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
