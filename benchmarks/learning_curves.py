@@ -95,16 +95,12 @@ class TestSetCurve(Callback):
 
 
 def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: float, sigma: float) -> torch.Tensor:
-    """S with another λ and σ from the same components (train_stats standardisation as the model's)."""
-    from anomalib.models.components import GaussianBlur2d  # noqa: PLC0415
+    """S with another λ and σ from the same components: the model's own fusion, its train_stats copied."""
+    from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
 
-    if generator.component_norm == "train_stats":
-        residual = (residual - generator.residual_stats[0]) / generator.residual_stats[1]
-        feature = (feature - generator.feature_stats[0]) / generator.feature_stats[1]
-    fused = lam * feature + (1 - lam) * residual
-    if sigma > 0:
-        fused = GaussianBlur2d(sigma=sigma, channels=1)(fused.unsqueeze(1)).squeeze(1)
-    return fused
+    variant = AnomalyMapGenerator(score_lambda=lam, component_norm=generator.component_norm, sigma=sigma)
+    variant.load_state_dict(generator.state_dict())
+    return variant.fuse(residual, feature)
 
 
 def _padim(args: argparse.Namespace, out: Path) -> dict[str, float]:
