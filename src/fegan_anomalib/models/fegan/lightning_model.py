@@ -81,8 +81,8 @@ class Fegan(AnomalibModule):
         adversarial_loss (str): the generator's adversarial term: ``"feature_matching"`` (GANomaly's
             mean squared distance between D's features of the image and of the reconstruction) or
             ``"bce"`` (the paper's non-saturating GAN loss **[A6]**). A deviation from the paper by
-            measurement: with ``"bce"`` and λ_adv = 1 the adversarial gradient at the encoder's output is
-            16x the feature term's and at the decoder's output 77x the content term's, the reconstruction
+            measurement: with ``"bce"`` and λ_adv = 1 the adversarial gradient at the encoder's output is up to
+            16x the feature term's and at the decoder's output up to 77x the content term's, the reconstruction
             stays a flat grey and F learns slowly; feature matching brings both to the size of the other
             terms and lifts the test curve (magnetic_tile, BENCHMARKS.md "Learning curves").
             Defaults to ``"feature_matching"``.
