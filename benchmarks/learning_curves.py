@@ -59,21 +59,16 @@ class TestSetCurve(Callback):
         """Score the test set with this epoch's weights and append the row."""
         self.train_seconds += time.perf_counter() - self.epoch_start  # training + validation, not this scoring
         model = pl_module.model
-        modes = {module: module.training for module in model.modules()}
-        model.eval()
         residuals, features, labels, masks = [], [], [], []
-        try:
+        with model.evaluating():
             for batch in self.datamodule.test_dataloader():
                 images = pl_module.pre_processor.transform(batch.image.to(pl_module.device))
-                residual, feature = model.component_maps(images)
+                residual, feature, _ = model.component_maps(images)
                 mask = F.interpolate(batch.gt_mask.float().unsqueeze(1), size=residual.shape[-2:], mode="nearest")
                 residuals.append(residual.cpu())
                 features.append(feature.cpu())
                 labels.append(batch.gt_label.cpu())
                 masks.append(mask[:, 0].bool().cpu())
-        finally:
-            for module, mode in modes.items():
-                module.training = mode
         residual, feature, label, mask = (torch.cat(x) for x in (residuals, features, labels, masks))
         generator = model.anomaly_map_generator
         row: dict[str, float] = {"epoch": trainer.current_epoch, "train_seconds": round(self.train_seconds, 1)}

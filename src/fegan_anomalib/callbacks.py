@@ -465,14 +465,8 @@ class TrainingImages(Callback):
         model = pl_module.model
         images = self._images.to(pl_module.device)
         augmented, _ = pl_module.m_se(images, generator=torch.Generator().manual_seed(0))
-        modes = {module: module.training for module in model.modules()}
-        model.eval()
-        try:
-            _, reconstruction = model.generate(augmented)
-            residual, feature = model.component_maps(augmented)
-        finally:
-            for module, mode in modes.items():
-                module.training = mode
+        with model.evaluating():
+            residual, feature, reconstruction = model.component_maps(augmented)
         colormap = mpl.colormaps["jet"]
 
         def coloured(maps: torch.Tensor) -> torch.Tensor:

@@ -401,11 +401,7 @@ class Fegan(AnomalibModule):
         adversarial term can be large and still push weakly. Measured at the two activations
         (not the weights) so it costs a backward through decoder and discriminator only.
         """
-        weights = {
-            "feature_loss": self.generator_loss.lambda_fea,
-            "content_loss": self.generator_loss.lambda_con,
-            "adversarial_loss": self.generator_loss.lambda_adv,
-        }
+        weights = self.generator_loss.weights
         norms = {}
         for name, term in terms.items():
             at_encoder, at_decoder = torch.autograd.grad(
@@ -469,7 +465,7 @@ class Fegan(AnomalibModule):
             images = batch.image.to(self.device)
             if self.pre_processor is not None:
                 images = self.pre_processor.transform(images)
-            residual, feature = self.model.component_maps(images)
+            residual, feature, _ = self.model.component_maps(images)
             for row, values in enumerate((residual, feature)):
                 if values is not None:
                     sums[row, 0] += values.double().sum().cpu()
@@ -491,7 +487,7 @@ class Fegan(AnomalibModule):
         and R-only AUROCs can be logged beside the fused map's.
         """
         del args, kwargs
-        residual, feature = self.model.component_maps(batch.image)
+        residual, feature, _ = self.model.component_maps(batch.image)
         anomaly_map = self.model.anomaly_map_generator.fuse(residual, feature)
         self.component_auroc.update(residual, feature, batch.gt_label, batch.gt_mask)
         return batch.update(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)

@@ -94,14 +94,17 @@ class GeneratorLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the weighted total and the unweighted terms; a ``None`` input switches its term off."""
         terms = {"content_loss": self.content_loss(images, reconstruction)}
-        total = self.lambda_con * terms["content_loss"]
         if fen_features is not None:
             terms["feature_loss"] = self.feature_loss(fen_features, encoder_features)
-            total = total + self.lambda_fea * terms["feature_loss"]
         if fake_logits is not None:
             terms["adversarial_loss"] = self.adversarial_loss(fake_logits)
-            total = total + self.lambda_adv * terms["adversarial_loss"]
+        total = sum(self.weights[name] * value for name, value in terms.items())
         return total, terms
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """λ of each term by its name in ``forward``'s terms (Eq. 5)."""
+        return {"feature_loss": self.lambda_fea, "content_loss": self.lambda_con, "adversarial_loss": self.lambda_adv}
 
 
 class DiscriminatorLoss(nn.Module):

@@ -17,6 +17,8 @@ and the scoring step.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +41,17 @@ class TrainOutput(NamedTuple):
 
     fen_features: torch.Tensor | None
     encoder_features: torch.Tensor
+    reconstruction: torch.Tensor
+
+
+class ComponentMaps(NamedTuple):
+    """The unfused score components of one batch, with the reconstruction they came from.
+
+    ``residual`` R and ``feature`` F are (B, H, W) at input size; ``feature`` is ``None`` without the FEN.
+    """
+
+    residual: torch.Tensor
+    feature: torch.Tensor | None
     reconstruction: torch.Tensor
 
 
@@ -233,13 +246,13 @@ class FeganModel(nn.Module):
 
     def forward(self, images: torch.Tensor, clean: torch.Tensor | None = None) -> TrainOutput | InferenceBatch:
         """Training forward (``clean`` given: ``images`` is its augmented copy) or inference."""
-        encoder_features, reconstruction = self.generate(images)
         if self.training:
+            encoder_features, reconstruction = self.generate(images)
             target = images if clean is None else clean
             fen_features = self.fen_features(target) if self.use_fen else None
             return TrainOutput(fen_features, encoder_features, reconstruction)
-        fen_features = self.fen_features(images) if self.use_fen else None
-        anomaly_map = self.anomaly_map_generator(images * 2 - 1, reconstruction, fen_features, encoder_features)
+        maps = self.component_maps(images)
+        anomaly_map = self.anomaly_map_generator.fuse(maps.residual, maps.feature)
         return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
 
     def fen_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -247,8 +260,26 @@ class FeganModel(nn.Module):
         with torch.no_grad():
             return self.fen(self.normalize(images))
 
-    def component_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Unfused (R, F) maps of ``images`` at input size: for ``train_stats`` and the F-only/R-only curves."""
+    def component_maps(self, images: torch.Tensor) -> ComponentMaps:
+        """Unfused R and F of ``images`` and the reconstruction: inference, ``train_stats``, the F/R curves."""
         encoder_features, reconstruction = self.generate(images)
         fen_features = self.fen_features(images) if self.use_fen else None
-        return self.anomaly_map_generator.components(images * 2 - 1, reconstruction, fen_features, encoder_features)
+        residual, feature = self.anomaly_map_generator.components(
+            images * 2 - 1, reconstruction, fen_features, encoder_features
+        )
+        return ComponentMaps(residual, feature, reconstruction)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[FeganModel]:
+        """Run in eval mode inside the block, then give every submodule back its own mode.
+
+        ``train()`` after ``eval()`` would not do: the FEN and frozen BatchNorm layers stay in eval
+        mode during training, and Lightning does not reset modes when a fit goes on.
+        """
+        modes = {module: module.training for module in self.modules()}
+        self.eval()
+        try:
+            yield self
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
