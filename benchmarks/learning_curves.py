@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--model-args", default="{}", help="JSON of further Fegan arguments")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision of FEGAN's training, e.g. bf16-mixed")
     parser.add_argument("--padim", action="store_true", help="also train and test PaDiM on the same backbone")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -170,6 +171,7 @@ def main() -> None:
         callbacks=[PlantedValidation(seed=args.seed), curve],
         logger=False,
         enable_progress_bar=False,
+        precision=args.precision,
     )
     start = time.perf_counter()
     engine.fit(model, datamodule=datamodule)

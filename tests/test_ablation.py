@@ -11,7 +11,7 @@ from lightning.pytorch import seed_everything
 from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
-from fegan_anomalib.ablate import DEFAULT_CONFIGS, TABLES, load_config, row_init_args, table_markdown
+from fegan_anomalib.ablate import DEFAULT_CONFIGS, TABLES, load_config, read_paper, row_init_args, table_markdown
 from fegan_anomalib.models.fegan.augmentation import AUGMENTATIONS
 
 from .conftest import quiet_trainer
@@ -66,10 +66,28 @@ def test_row_init_args_precedence_and_model_check() -> None:
 
 
 def test_table_markdown_shape_with_paper_column() -> None:
-    results = {("g", "tile"): {"image_AUROC": 0.5, "pixel_AUROC": 0.6, "pixel_AUPRO": 0.1}}
+    results = {("g", "tile"): [{"image_AUROC": 0.5, "pixel_AUROC": 0.6, "pixel_AUPRO": 0.1}]}
     text = table_markdown(7, results, ["tile"], {(7, "g", "image_AUROC"): 0.9})
     lines = text.splitlines()
     assert lines[0].startswith("### Table 7")
     assert lines[2].count("|") == lines[3].count("|")  # header and separator agree
-    assert "| G | 0.500 | 0.600 | 0.100 | 0.900 | – | – |" in text
+    assert "| G | 0.500 | 0.600 | 0.100 | 0.900 | – |" in text
     assert "| G + M-SE | failed | failed | failed |" in text  # a missing result is shown, not dropped
+
+
+def test_table_markdown_mean_and_sample_sd_over_seeds() -> None:
+    runs = [{"image_AUROC": v, "pixel_AUROC": 0.5, "pixel_AUPRO": 0.2} for v in (0.6, 0.7, 0.8)]
+    text = table_markdown(7, {("full", "tile"): runs}, ["tile"], {})
+    assert "| FEGAN (G + FEN + D + M-SE) | 0.700 ± 0.100 | 0.500 ± 0.000 | 0.200 ± 0.000 |" in text
+    partial = table_markdown(7, {("full", "tile"): [*runs[:2], {}]}, ["tile"], {})
+    assert "0.650 ± 0.071 (failed runs)" in partial  # a failed seed is said, not averaged away
+
+
+def test_project_copy_of_the_paper_tables_maps_every_ablation_row() -> None:
+    paper = read_paper()
+    assert paper[(7, "full", "image_AUROC")] == 0.978 and paper[(7, "g", "pixel_AUROC")] == 0.637
+    assert paper[(5, "area_001", "image_AUROC")] == 0.921 and paper[(6, "cutout_colour", "pixel_AUROC")] == 0.747
+    assert all((table, key, "image_AUROC") in paper for table, (_, rows) in TABLES.items() for key, _ in rows)
+    assert read_paper(None) == {}
+    with pytest.raises(FileNotFoundError, match=r"paper_tables\.csv"):
+        read_paper(Path("no/such.csv"))

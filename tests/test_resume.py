@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from anomalib.data import ImageBatch, MVTecAD
 from lightning.pytorch import seed_everything
@@ -68,7 +69,12 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path: Path) -> None
 
 
 def _fit_datamodule(
-    root: Path, data: Path, max_steps: int = -1, ckpt_path: Path | None = None, checkpoint_step: int | None = None
+    root: Path,
+    data: Path,
+    max_steps: int = -1,
+    ckpt_path: Path | None = None,
+    checkpoint_step: int | None = None,
+    precision: str = "32-true",
 ) -> Fegan:
     """Two epochs over an anomalib datamodule (shuffled, 4 batches per epoch), optionally checkpointing."""
     seed_everything(3)
@@ -81,18 +87,27 @@ def _fit_datamodule(
         default_root_dir=root,
         enable_checkpointing=bool(callbacks),
         callbacks=callbacks,
+        precision=precision,
     )
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     return model
 
 
-def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path: Path, synthetic_root: Path) -> None:
-    uninterrupted = _fit_datamodule(tmp_path / "full", synthetic_root)
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, synthetic_root: Path, precision: str
+) -> None:
+    """Bit-exact in fp32 and in the CPU configs' bf16-mixed, with the FEN cache on (its default).
+
+    The resumed run starts with an empty cache and recomputes what the uninterrupted one reused.
+    """
+    uninterrupted = _fit_datamodule(tmp_path / "full", synthetic_root, precision=precision)
+    assert uninterrupted.fen_cache.hits > 0
     # 8 images in batches of 2: 4 batches (8 optimiser steps) per epoch; stop after 3 batches of epoch 2
-    _fit_datamodule(tmp_path / "stopped", synthetic_root, max_steps=14, checkpoint_step=14)
+    _fit_datamodule(tmp_path / "stopped", synthetic_root, max_steps=14, checkpoint_step=14, precision=precision)
     (checkpoint,) = (tmp_path / "stopped").glob("step=14.ckpt")
     state = torch.load(checkpoint, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert state["epoch"] == 1 and state["batches"] == 3
-    resumed = _fit_datamodule(tmp_path / "resumed", synthetic_root, ckpt_path=checkpoint)
+    resumed = _fit_datamodule(tmp_path / "resumed", synthetic_root, ckpt_path=checkpoint, precision=precision)
     assert resumed.global_step == uninterrupted.global_step == 16
     assert _same(uninterrupted, resumed)

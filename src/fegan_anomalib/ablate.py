@@ -1,7 +1,8 @@
 """``fegan-ablate``: rerun FEGAN's ablations (paper Tables 5-7) on your own data with one command.
 
-    fegan-ablate --tables 7 5 6 --root ../shared/data --categories magnetic_tile \
-        [--weights standin_vgg16bn.pth] [--max-epochs 1] [--image-size 128] --out ablation_results [--resume]
+    fegan-ablate --tables 7 5 6 --root DATA --categories magnetic_tile --seeds 42 43 44 \
+        [--weights VGG16BN.pth] [--max-epochs 1] [--image-size 128] [--precision bf16-mixed] \
+        --out ablation_results [--resume]
 
 Each row of a table is a config file in ``configs/ablation/table<N>/`` that overrides
 ``configs/ablation/base.yaml`` (the same pair ``anomalib train --config base --config row`` takes).
@@ -9,8 +10,9 @@ Every row is trained and tested in its own process (``fegan_anomalib.runs``); ro
 arguments are identical (the full model is a row of all three tables) run once. Output, per
 table: ``table<N>.md`` and ``table<N>.csv`` in the paper's shape (a row per variant, a column per
 metric, categories side by side) and, for the M-SE area sweep, ``table5.png``; plus
-``ablations.md`` with all tables and the budget. ``--paper FILE`` (CSV: table,row,metric,value)
-adds the paper's numbers beside each measured one.
+``ablations.md`` with all tables and the budget. With several ``--seeds`` each cell is the mean ±
+sample standard deviation over seeds. The paper's own image/pixel AUROC stand beside each row, from
+the project's copy of its tables (``fegan_anomalib/paper_tables.csv``; ``--paper none`` drops them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,21 @@ TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
 }
 METRICS = (("image_AUROC", "image AUROC"), ("pixel_AUROC", "pixel AUROC"), ("pixel_AUPRO", "AUPRO"))
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ablation"
+PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.csv"
+# the paper's row name (paper_tables.csv) of each ablation row
+PAPER_ROWS = {
+    (7, "g"): "G (L_con)",
+    (7, "g_mse"): "G + M-SE (L_con)",
+    (7, "g_d_mse"): "G + D + M-SE (L_con L_adv)",
+    (7, "g_fen_mse"): "G + FEN + M-SE (L_con L_fea)",
+    (7, "full"): "G + D + FEN + M-SE (all)",
+    **{(5, f"area_{area:03d}"): f"area {area}%" for area in (1, 5, 10, 20, 30, 50, 70, 100)},
+    (6, "cutout"): "Cutout",
+    (6, "cutout_colour"): "Cutout (colour)",
+    (6, "riad"): "RIAD",
+    (6, "scadn"): "SCADN",
+    (6, "m_se"): "M-SE",
+}
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -76,35 +94,61 @@ def row_init_args(base: dict[str, Any], row: dict[str, Any], overrides: dict[str
     return {**base_model.get("init_args", {}), **row_model.get("init_args", {}), **overrides}
 
 
-def read_paper(path: Path | None) -> dict[tuple[int, str, str], float]:
-    """Read the paper's numbers (CSV: table,row,metric,value), if given."""
+def read_paper(path: Path | None = PAPER_TABLES) -> dict[tuple[int, str, str], float]:
+    """Return the paper's Table 5-7 numbers by (table, ablation row, metric), from ``paper_tables.csv``.
+
+    The file (``table,row,image_AUROC,pixel_AUROC,IoU``, ``#`` comment lines) is the project's copy
+    of the paper's figures; ``None`` gives no paper column.
+    """
     if path is None:
         return {}
+    if not path.is_file():
+        msg = f"Paper table {path} does not exist (expected the layout of fegan_anomalib/paper_tables.csv)."
+        raise FileNotFoundError(msg)
     with path.open() as handle:
-        return {(int(r["table"]), r["row"], r["metric"]): float(r["value"]) for r in csv.DictReader(handle)}
+        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    by_name = {(r["table"], r["row"]): r for r in rows}
+    paper = {}
+    for (table, key), name in PAPER_ROWS.items():
+        row = by_name.get((str(table), name), {})
+        for metric, _ in METRICS:
+            if row.get(metric):
+                paper[(table, key, metric)] = float(row[metric])
+    return paper
+
+
+def mean_sd(values: list[float]) -> str:
+    """``0.650`` for one value, ``0.650 ± 0.030`` (sample standard deviation) for several."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def table_markdown(
     table: int,
-    results: dict[tuple[str, str], dict[str, Any]],
+    results: dict[tuple[str, str], list[dict[str, Any]]],
     categories: list[str],
     paper: dict[tuple[int, str, str], float],
 ) -> str:
-    """Render one table: a row per variant, measured metrics per category (and the paper's, if given)."""
+    """Render one table: a row per variant, measured metrics per category (mean ± sd over seeds), the paper's."""
     title, rows = TABLES[table]
     header = ["variant"]
     for category in categories:
         header += [f"{label} ({category})" for _, label in METRICS]
     if paper:
-        header += [f"paper {label}" for _, label in METRICS]
+        header += [f"paper {label}" for _, label in METRICS[:2]]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for key, label in rows:
         cells = [label]
         for category in categories:
-            result = results.get((key, category), {})
-            cells += [f"{result[m]:.3f}" if m in result else "failed" for m, _ in METRICS]
+            runs = results.get((key, category), [])
+            for metric, _ in METRICS:
+                values = [run[metric] for run in runs if metric in run]
+                cells.append(
+                    mean_sd(values) + (" (failed runs)" if len(values) < len(runs) else "") if values else "failed"
+                )
         if paper:
-            cells += [f"{paper[(table, key, m)]:.3f}" if (table, key, m) in paper else "–" for m, _ in METRICS]
+            cells += [f"{paper[(table, key, m)]:.3f}" if (table, key, m) in paper else "–" for m, _ in METRICS[:2]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -120,9 +164,9 @@ def write_area_chart(results: dict[tuple[str, str], dict[str, Any]], categories:
     for category in categories:
         for metric, label in METRICS[:2]:
             points = [
-                (int(key.split("_")[1]), results[(key, category)][metric])
+                (int(key.split("_")[1]), statistics.mean(values))
                 for key, _ in TABLES[5][1]
-                if metric in results.get((key, category), {})
+                if (values := [run[metric] for run in results.get((key, category), []) if metric in run])
             ]
             if points:
                 axis.plot(*zip(*points, strict=True), marker="o", label=f"{label}, {category}")
@@ -145,7 +189,14 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
     parser.add_argument("--weights", type=Path, default=None, help="VGG16-BN state dict: FEN = it, cut at relu5_2")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--paper", type=Path, default=None, help="CSV table,row,metric,value of the paper's numbers")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="one run per seed (default: the base's)")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision of every run, e.g. bf16-mixed")
+    parser.add_argument(
+        "--paper",
+        type=Path,
+        default=PAPER_TABLES,
+        help="the paper's figures (layout of fegan_anomalib/paper_tables.csv, the default); 'none' for no column",
+    )
     parser.add_argument("--out", type=Path, default=Path("ablation_results"))
     parser.add_argument(
         "--resume",
@@ -167,36 +218,42 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
         overrides["max_epochs"] = args.max_epochs
     if args.image_size is not None:
         overrides["image_size"] = args.image_size
-    paper = read_paper(args.paper)
+    paper = read_paper(None if str(args.paper) == "none" else args.paper)
+    seeds = args.seeds or [base.get("seed_everything", 42)]
     args.out.mkdir(parents=True, exist_ok=True)
 
-    done: dict[str, dict[str, Any]] = {}  # merged arguments + category -> result: identical rows run once
+    done: dict[str, dict[str, Any]] = {}  # merged arguments + category + seed -> result: identical rows run once
     sections = []
     for table in args.tables:
-        results: dict[tuple[str, str], dict[str, Any]] = {}
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         csv_rows = []
         for key, label in TABLES[table][1]:
             init_args = row_init_args(base, load_config(args.configs / f"table{table}" / f"{key}.yaml"), overrides)
             for category in categories:
-                identity = json.dumps([init_args, category], sort_keys=True)
-                if identity not in done:
-                    job = {
-                        "model": {"class_path": "Fegan", "init_args": init_args},
-                        "data": {**data_args, "root": str(root), "category": category},
-                        "seed": base.get("seed_everything", 42),
-                        "measure_speed": False,
-                    }
-                    print(f"[fegan-ablate] table {table}, {label}, {category} ...", flush=True)
-                    try:
+                results[(key, category)] = []
+                for seed in seeds:
+                    identity = json.dumps([init_args, category, seed], sort_keys=True)
+                    if identity not in done:
+                        job = {
+                            "model": {"class_path": "Fegan", "init_args": init_args},
+                            "data": {**data_args, "root": str(root), "category": category},
+                            "seed": seed,
+                            "precision": args.precision,
+                            "measure_speed": False,
+                        }
+                        print(f"[fegan-ablate] table {table}, {label}, {category}, seed {seed} ...", flush=True)
                         folder = args.out / "runs" / f"table{table}" / key / category
-                        done[identity] = run_in_subprocess(job, folder, reuse=args.resume)
-                    except RuntimeError as error:  # a failed row says so in the table; the others still run
-                        print(error, flush=True)
-                        done[identity] = {}
-                results[(key, category)] = done[identity]
-                metrics = {m: done[identity].get(m) for m, _ in METRICS}
-                csv_rows.append({"table": table, "row": key, "variant": label, "category": category, **metrics})
-                print(f"[fegan-ablate]   {label}, {category}: {metrics}", flush=True)
+                        folder = folder / f"seed{seed}" if len(seeds) > 1 else folder
+                        try:
+                            done[identity] = run_in_subprocess(job, folder, reuse=args.resume)
+                        except RuntimeError as error:  # a failed row says so in the table; the others still run
+                            print(error, flush=True)
+                            done[identity] = {}
+                    results[(key, category)].append(done[identity])
+                    metrics = {m: done[identity].get(m) for m, _ in METRICS}
+                    row = {"table": table, "row": key, "variant": label, "category": category, "seed": seed}
+                    csv_rows.append({**row, **metrics})
+                    print(f"[fegan-ablate]   {label}, {category}, seed {seed}: {metrics}", flush=True)
         with (args.out / f"table{table}.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(csv_rows[0]))
             writer.writeheader()
@@ -209,7 +266,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
     weights = f"stand-in VGG16-BN ({args.weights}) cut at relu5_2" if args.weights else "random-init VGG19"
     header = (
         f"Data: {root} {', '.join(categories)}. Budget: {budget}, batch {data_args.get('train_batch_size')}, "
-        f"seed {base.get('seed_everything', 42)}, CPU. Weights: {weights}.\n"
+        f"seeds {', '.join(map(str, seeds))} (mean ± sample sd over seeds), precision {args.precision}, CPU. "
+        f"Weights: {weights}.\n"
     )
     (args.out / "ablations.md").write_text(header + "\n" + "\n".join(sections))
     print(f"[fegan-ablate] wrote {args.out / 'ablations.md'}")

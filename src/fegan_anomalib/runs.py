@@ -123,6 +123,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         logger=False,
         enable_progress_bar=False,
         callbacks=[timer],
+        precision=spec.get("precision", "32-true"),
     )
     start = time.perf_counter()
     engine.fit(model=model, datamodule=datamodule)

@@ -75,12 +75,13 @@ class AnomalyMapGenerator(nn.Module):
         """Return R (B, H, W) and, when the FEN is used, F (B, H, W) upsampled to the input size.
 
         ``align_corners=False`` as in anomalib's own models: each tap cell covers its stride-sized
-        patch, without the up-to-half-cell shift of ``True`` towards the borders.
+        patch, without the up-to-half-cell shift of ``True`` towards the borders. The distances are taken
+        in float32 even under bf16/fp16 autocast: half-precision maps would tie many pixels in AUROC.
         """
-        residual = torch.linalg.vector_norm(images - reconstruction, dim=1)
+        residual = torch.linalg.vector_norm(images.float() - reconstruction.float(), dim=1)
         if fen_features is None:
             return residual, None
-        feature = torch.linalg.vector_norm(fen_features - encoder_features, dim=1, keepdim=True)
+        feature = torch.linalg.vector_norm(fen_features.float() - encoder_features.float(), dim=1, keepdim=True)
         feature = F.interpolate(feature, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return residual, feature.squeeze(1)
 

@@ -46,6 +46,7 @@ from fegan_anomalib.callbacks import LearningCurves, ResumableTrainLoader, SaveT
 from fegan_anomalib.metrics import BestIoU, ComponentAUROC, ThresholdIoU
 
 from .augmentation import build_augmentation
+from .fen_cache import FenFeatureCache
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .torch_model import FeganModel, dcgan_init
 
@@ -153,6 +154,7 @@ class Fegan(AnomalibModule):
         augmentation_args: dict[str, Any] | None = None,
         mse_seed: int = 0,
         gradient_norm_every: int = 10,
+        fen_cache_mb: float = 1024.0,
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
@@ -203,6 +205,7 @@ class Fegan(AnomalibModule):
         self.use_mse = use_mse
         self.mse_seed = mse_seed
         self.gradient_norm_every = gradient_norm_every
+        self.fen_cache = FenFeatureCache(fen_cache_mb)
         self.generator_loss = GeneratorLoss(
             lambda_fea,
             lambda_con,
@@ -342,7 +345,8 @@ class Fegan(AnomalibModule):
         g_opt, d_opt = (optimizers, None) if not isinstance(optimizers, list) else (optimizers[0], optimizers[-1])
         clean = batch.image
         augmented = self.m_se(clean, generator=self._mse_generator())[0] if self.use_mse else clean
-        output = self.model(augmented, clean)
+        fen_features = self.fen_cache(clean, self.model.fen_features) if self.model.use_fen else None
+        output = self.model(augmented, clean, fen_features)
         real = clean * 2 - 1
         discriminator = self.model.discriminator
         # toggling freezes D while G steps (no D gradients computed or all-reduced under DDP) and vice versa
@@ -433,12 +437,18 @@ class Fegan(AnomalibModule):
             self.collapsed_steps = 0
             self.log("discriminator_reinit", 1.0, on_step=True, on_epoch=False)
 
-    def on_train_epoch_end(self) -> None:
-        """Under DDP, give every rank rank 0's BatchNorm statistics (DDP syncs them only at each forward).
+    def on_train_start(self) -> None:
+        """Start every fit with an empty FEN cache: the FEN's weights may have been loaded since."""
+        self.fen_cache.clear()
 
-        SyncBatchNorm would need GPUs; without this, ranks end an epoch with statistics that differ by
-        their last local batch, so validation and checkpoints would depend on the rank.
+    def on_train_epoch_end(self) -> None:
+        """Let the FEN cache judge the epoch; under DDP, give every rank rank 0's BatchNorm statistics.
+
+        DDP syncs BatchNorm statistics only at each forward and SyncBatchNorm would need GPUs; without
+        the broadcast, ranks end an epoch with statistics that differ by their last local batch, so
+        validation and checkpoints would depend on the rank.
         """
+        self.fen_cache.end_epoch(self.current_epoch)
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
             for buffer in self.model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
@@ -465,7 +475,9 @@ class Fegan(AnomalibModule):
             images = batch.image.to(self.device)
             if self.pre_processor is not None:
                 images = self.pre_processor.transform(images)
-            residual, feature, _ = self.model.component_maps(images)
+            # the clean training images again: the FEN's features come from the cache after the first epoch
+            fen_features = self.fen_cache(images, self.model.fen_features) if self.model.use_fen else None
+            residual, feature, _ = self.model.component_maps(images, fen_features)
             for row, values in enumerate((residual, feature)):
                 if values is not None:
                     sums[row, 0] += values.double().sum().cpu()

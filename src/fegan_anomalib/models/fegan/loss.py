@@ -60,9 +60,10 @@ class GeneratorLoss(nn.Module):
         the score measures. Why not a mean of squares over every element (an earlier reading): at a VGG
         tap that sits at ~0.01, so ``λ_fea·L_fea ≈ 0.3`` beside ``L_adv ≈ 11-14`` and the encoder barely
         leaves the FEN copy (magnetic_tile, 128², stand-in VGG16-BN: F-only image AUROC 0.39-0.51 after
-        1-3 epochs, 0.65 with this form after one). The FEN side carries no gradient.
+        1-3 epochs, 0.65 with this form after one). The FEN side carries no gradient. Summed in float32
+        under bf16/fp16 autocast (a 512-channel sum of squares in bf16 keeps 8 bits).
         """
-        difference = encoder_features - fen_features.detach()
+        difference = encoder_features.float() - fen_features.detach().float()
         # sqrt has an infinite derivative at 0: an encoder equal to the FEN (step 0, clean input) would
         # give NaN gradients, so the norm is taken of the squares plus a tiny floor
         return (difference.square().sum(dim=1) + 1e-12).sqrt().mean()
@@ -70,7 +71,7 @@ class GeneratorLoss(nn.Module):
     @staticmethod
     def content_loss(images: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         """Eq. 2: ``mean|x − G(x̃)|`` against the clean image in [-1, 1], whole frame."""
-        return F.l1_loss(reconstruction, images)
+        return F.l1_loss(reconstruction.float(), images.float())
 
     @staticmethod
     def adversarial_loss(adversarial: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -81,7 +82,8 @@ class GeneratorLoss(nn.Module):
         """
         if isinstance(adversarial, tuple):
             real_features, fake_features = adversarial
-            return F.mse_loss(fake_features, real_features.detach())
+            return F.mse_loss(fake_features.float(), real_features.detach().float())
+        adversarial = adversarial.float()
         return F.binary_cross_entropy_with_logits(adversarial, torch.ones_like(adversarial))
 
     def forward(
@@ -112,6 +114,7 @@ class DiscriminatorLoss(nn.Module):
 
     def forward(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         """Return the discriminator loss."""
+        real_logits, fake_logits = real_logits.float(), fake_logits.float()  # float32 under autocast
         real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         return real + fake

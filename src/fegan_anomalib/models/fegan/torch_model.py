@@ -244,13 +244,23 @@ class FeganModel(nn.Module):
         features = self.encoder(self.normalize(images))
         return features, self.decoder(features)
 
-    def forward(self, images: torch.Tensor, clean: torch.Tensor | None = None) -> TrainOutput | InferenceBatch:
-        """Training forward (``clean`` given: ``images`` is its augmented copy) or inference."""
+    def forward(
+        self,
+        images: torch.Tensor,
+        clean: torch.Tensor | None = None,
+        fen_features: torch.Tensor | None = None,
+    ) -> TrainOutput | InferenceBatch:
+        """Training forward (``clean`` given: ``images`` is its augmented copy) or inference.
+
+        ``fen_features``: the FEN's features of ``clean`` when the caller already has them (the
+        training loop's :class:`FenFeatureCache`); computed here otherwise.
+        """
         if self.training:
             encoder_features, reconstruction = self.generate(images)
             target = images if clean is None else clean
-            fen_features = self.fen_features(target) if self.use_fen else None
-            return TrainOutput(fen_features, encoder_features, reconstruction)
+            if self.use_fen and fen_features is None:
+                fen_features = self.fen_features(target)
+            return TrainOutput(fen_features if self.use_fen else None, encoder_features, reconstruction)
         maps = self.component_maps(images)
         anomaly_map = self.anomaly_map_generator.fuse(maps.residual, maps.feature)
         return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
@@ -260,10 +270,15 @@ class FeganModel(nn.Module):
         with torch.no_grad():
             return self.fen(self.normalize(images))
 
-    def component_maps(self, images: torch.Tensor) -> ComponentMaps:
-        """Unfused R and F of ``images`` and the reconstruction: inference, ``train_stats``, the F/R curves."""
+    def component_maps(self, images: torch.Tensor, fen_features: torch.Tensor | None = None) -> ComponentMaps:
+        """Unfused R and F of ``images`` and the reconstruction: inference, ``train_stats``, the F/R curves.
+
+        ``fen_features``: the FEN's features of ``images`` when the caller has them (the FEN cache).
+        """
         encoder_features, reconstruction = self.generate(images)
-        fen_features = self.fen_features(images) if self.use_fen else None
+        if self.use_fen and fen_features is None:
+            fen_features = self.fen_features(images)
+        fen_features = fen_features if self.use_fen else None
         residual, feature = self.anomaly_map_generator.components(
             images * 2 - 1, reconstruction, fen_features, encoder_features
         )
