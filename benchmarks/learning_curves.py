@@ -139,7 +139,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--model-args", default="{}", help="JSON of further Fegan arguments")
-    parser.add_argument("--precision", default="32-true", help="Lightning precision of FEGAN's training, e.g. bf16-mixed")
+    parser.add_argument(
+        "--precision", default="32-true", help="Lightning precision of FEGAN's training, e.g. bf16-mixed"
+    )
     parser.add_argument("--padim", action="store_true", help="also train and test PaDiM on the same backbone")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

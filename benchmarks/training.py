@@ -1,6 +1,7 @@
 """FEGAN training throughput on this CPU, per variant, against the machine's convolution bound.
 
     python benchmarks/training.py [--sizes 128 256] [--batches 8 16] [--steps 10] [--out training_speed.csv]
+    python benchmarks/training.py --one "bf16-mixed + FEN cache" 128 8 --profile     # where a step's time goes
 
 Runs the real loop (anomalib's MVTecAD datamodule on generated PNGs, Lightning's Trainer,
 ``Fegan.training_step``: M-SE, G step, D step) for two epochs per variant and times the steps of
@@ -65,7 +66,9 @@ def conv_gflops_per_second(bf16: bool) -> float:
     return max(rates)
 
 
-def measure(variant: str, size: int, batch: int, steps: int, backbone: str, tap: str) -> dict[str, Any]:
+def measure(
+    variant: str, size: int, batch: int, steps: int, backbone: str, tap: str, profile: bool = False
+) -> dict[str, Any]:
     """Train two epochs of ``steps`` batches in this process; return the second epoch's step times."""
     from anomalib.data import MVTecAD  # noqa: PLC0415
     from lightning.pytorch import Callback, Trainer, seed_everything  # noqa: PLC0415
@@ -110,6 +113,10 @@ def measure(variant: str, size: int, batch: int, steps: int, backbone: str, tap:
                     pl_module.training_step(batch, 1)
                 counts = counter.get_flop_counts().get("Global", {})
                 self.gflop = sum(v for op, v in counts.items() if "convolution" in str(op)) / 1e9
+                if profile:  # where one step's time goes, by operator
+                    with torch.profiler.profile() as profiler, trainer.precision_plugin.train_step_context():
+                        pl_module.training_step(batch, 1)
+                    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
     timer = StepTimer()
     datamodule = MVTecAD(root=root, category="texture", train_batch_size=batch, eval_batch_size=batch, num_workers=0)
@@ -151,10 +158,15 @@ def main() -> None:
     parser.add_argument("--backbone", default="vgg19")
     parser.add_argument("--tap", default="relu5_4")
     parser.add_argument("--out", type=Path, default=Path("training_speed.csv"))
-    parser.add_argument("--one", nargs=3, metavar=("VARIANT", "SIZE", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one", nargs=3, metavar=("VARIANT", "SIZE", "BATCH"), help="measure one variant in this process and stop"
+    )
+    parser.add_argument("--profile", action="store_true", help="with --one: print the operators of one step")
     args = parser.parse_args()
     if args.one:
-        row = measure(args.one[0], int(args.one[1]), int(args.one[2]), args.steps, args.backbone, args.tap)
+        row = measure(
+            args.one[0], int(args.one[1]), int(args.one[2]), args.steps, args.backbone, args.tap, args.profile
+        )
         print("ROW " + json.dumps(row))
         return
 

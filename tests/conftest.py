@@ -33,7 +33,7 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-TINY = ["--model.pre_trained", "false", "--model.image_size", "32", "--model.max_epochs", "1"]
+TINY = ["--model.pre_trained", "false", "--model.image_size", "32", "--trainer.max_epochs", "1"]
 
 
 def anomalib_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -63,18 +64,35 @@ def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
         shutil.copy(path, folder / path.name)
     (folder / "empty.png").write_bytes(b"")
     (folder / "broken.jpg").write_bytes(b"not an image")
-    grey16 = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    grey16 = (np.linspace(0, 65535, 50 * 90).reshape(50, 90)).astype(np.uint16)  # 16-bit, grey, not square
     Image.fromarray(grey16).save(folder / "grey16.png")
+    Image.fromarray(np.full((120, 40, 3), 128, np.uint8)).save(folder / "tall.jpg")  # another size again
     with pytest.raises(SystemExit) as exit_info:
         main([str(xml), str(folder), "--out", str(tmp_path / "out"), "--precision", "f32"])
     assert exit_info.value.code == 1
-    rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    assert len(rows) == 1 + 5  # header + 2 images + 16-bit image + 2 unreadable files
-    assert any("empty.png" in row and "empty file" in row for row in rows)
-    assert any("broken.jpg" in row and "unreadable" in row for row in rows)
-    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    with (tmp_path / "out" / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6  # 2 images + 16-bit image + tall image + 2 unreadable files
+    assert any("empty.png" in row["image"] and "empty file" in row["error"] for row in rows)
+    assert any("broken.jpg" in row["image"] and "unreadable" in row["error"] for row in rows)
+    predicted = [row for row in rows if not row["error"]]
+    assert len(predicted) == len(list((tmp_path / "out").glob("*.png"))) == 4
+    for row in predicted:  # the original at its own size, the heat map beside it at the same size
+        with Image.open(row["image"]) as source, Image.open(row["heat_map"]) as written:
+            assert (int(row["width"]), int(row["height"])) == source.size
+            assert written.size == (2 * source.width + 8, source.height)
+    # --threshold moves the decision line on the normalised score, without re-exporting
+    scores = [float(row["pred_score"]) for row in predicted]
+    assert min(scores) < max(scores)
+    line = (min(scores) + max(scores)) / 2
+    run(xml, folder, tmp_path / "moved", precision="f32", threshold=line)
+    with (tmp_path / "moved" / "predictions.csv").open() as handle:
+        labels = [int(row["pred_label"]) for row in csv.DictReader(handle) if not row["error"]]
+    assert labels == [int(score > line) for score in scores] and 0 < sum(labels) < len(labels)
     with pytest.raises(ValueError, match="precision must be one of"):
         run(xml, folder, tmp_path / "out2", precision="int4")
+    with pytest.raises(ValueError, match="normalised score scale"):
+        run(xml, folder, tmp_path / "out3", threshold=3.0)
 
 
 def test_16_bit_images_keep_their_range(tmp_path: Path) -> None:

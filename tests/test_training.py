@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from anomalib.data import ImageBatch
@@ -161,12 +163,26 @@ def test_nan_loss_stops_with_the_loss_name_and_step() -> None:
         _fit(_model(use_mse=False), [ImageBatch(image=bad)], steps=1)
 
 
-def test_trainer_arguments_have_a_finite_budget_and_no_clipping() -> None:
-    arguments = _model(max_epochs=7).trainer_arguments
-    assert arguments["max_epochs"] == 7
-    assert arguments["gradient_clip_val"] == 0
+def test_trainer_arguments_leave_the_epoch_budget_to_the_trainer_unless_given() -> None:
+    """anomalib's Engine lets a model's trainer_arguments override the user's trainer settings."""
+    default = Fegan(image_size=32, pre_trained=False).trainer_arguments
+    assert "max_epochs" not in default and default["gradient_clip_val"] == 0
+    assert _model(max_epochs=7).trainer_arguments["max_epochs"] == 7  # benchmark grids, fegan-compare
     with pytest.raises(ValueError, match="max_epochs"):
         _model(max_epochs=0)
+
+
+def test_engine_max_epochs_wins_over_the_model_default(synthetic_root: Path, tmp_path: Path) -> None:
+    """``Engine(max_epochs=1)`` trains one epoch, not a model default of 200 (the smoke-run trap)."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    datamodule = MVTecAD(root=synthetic_root, category="texture", train_batch_size=4, eval_batch_size=4, num_workers=0)
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, max_epochs=1)
+    model = Fegan(image_size=32, pre_trained=False, visualizer=False)
+    engine.fit(model, datamodule=datamodule)
+    assert engine.trainer.max_epochs == 1 and engine.trainer.current_epoch == 1
+    assert model.global_step == 2 * 2  # 8 images in batches of 4, G + D step each
 
 
 @pytest.mark.parametrize(("collapse_steps", "reinitialised"), [(1, True), (0, False)])

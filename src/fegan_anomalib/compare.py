@@ -1,6 +1,6 @@
 """``fegan-compare``: FEGAN beside PaDiM and DRAEM under one stated budget, quality and cost.
 
-    fegan-compare --root ../shared/data --categories hazelnut_mini magnetic_tile \
+    fegan-compare --root DATA --categories hazelnut_mini magnetic_tile \
         --weights standin_vgg16bn.pth --image-size 128 --out compare_results
 
 For every category it trains and tests FEGAN, PaDiM and DRAEM, each in its own process (see

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/fegan_cpu.yaml"))
     parser.add_argument("--root", type=Path, default=Path("datasets/fegan_synthetic"))
     parser.add_argument("--category", default="texture", choices=["texture", "object"])
-    parser.add_argument("overrides", nargs="*", help="further anomalib CLI arguments, e.g. --model.max_epochs 2")
+    parser.add_argument("overrides", nargs="*", help="further anomalib CLI arguments, e.g. --trainer.max_epochs 2")
     args = parser.parse_args(argv)
     if not args.config.is_file():
         parser.error(f"config {args.config} not found; run from the repository root or pass --config PATH")

@@ -1,10 +1,12 @@
 """``fegan-infer MODEL.xml FOLDER --out DIR``: edge inference over a folder with OpenVINO.
 
-Runs anomalib's ``OpenVINOInferencer`` on every image of a folder and writes, per image, a heat
-map overlay (per-image min-max, Eq. 9 of the paper) and one row of ``predictions.csv`` (score,
-label). A file that cannot be read is not skipped silently: it gets a row with its error, is
-listed at the end, and the other images are still processed; the exit status is 1 when any file
-failed. Needs only OpenVINO, NumPy and Pillow at run time (no torch on the edge box path).
+Runs anomalib's ``OpenVINOInferencer`` on every image of a folder and writes, per image, one PNG
+with the original at its own resolution beside the heat map resized to it (per-image min-max,
+Eq. 9 of the paper) and one row of ``predictions.csv`` (size, score, label; ``--threshold`` moves
+the decision line without re-exporting). A file that cannot be read is not skipped silently: it
+gets a row with its error, is listed at the end, and the other images are still processed; the
+exit status is 1 when any file failed. Needs only OpenVINO, NumPy and Pillow at run time (no torch
+on the edge box path).
 """
 
 from __future__ import annotations
@@ -38,24 +40,49 @@ def load_rgb(path: Path) -> np.ndarray:
 
 
 def heat_map_overlay(image: np.ndarray, anomaly_map: np.ndarray) -> Image.Image:
-    """Blend a jet-coloured, per-image min-max normalised anomaly map over the image."""
+    """Blend a jet-coloured, per-image min-max normalised anomaly map over the image, at the image's size.
+
+    The map (model resolution) is resized bilinearly to the image, so a defect is seen at the size it
+    was photographed, not at the model's input size.
+    """
     from matplotlib import colormaps  # noqa: PLC0415 - only when writing figures
 
-    span = float(anomaly_map.max() - anomaly_map.min())
-    normalised = (anomaly_map - anomaly_map.min()) / span if span > 0 else np.zeros_like(anomaly_map)
+    height, width = image.shape[:2]
+    resized = np.asarray(Image.fromarray(anomaly_map.astype(np.float32)).resize((width, height), Image.BILINEAR))
+    span = float(resized.max() - resized.min())
+    normalised = (resized - resized.min()) / span if span > 0 else np.zeros_like(resized)
     heat = colormaps["jet"](normalised)[..., :3]
-    base = np.asarray(Image.fromarray((image * 255).astype(np.uint8)).resize(heat.shape[1::-1]), dtype=np.float32)
-    return Image.fromarray((0.5 * base + 0.5 * heat * 255).astype(np.uint8))
+    return Image.fromarray((0.5 * image * 255 + 0.5 * heat * 255).astype(np.uint8))
+
+
+def side_by_side(image: np.ndarray, anomaly_map: np.ndarray) -> Image.Image:
+    """Put the original at its own resolution beside the heat map resized to it (one PNG per image)."""
+    original = Image.fromarray((image * 255).round().astype(np.uint8))
+    overlay = heat_map_overlay(image, anomaly_map)
+    canvas = Image.new("RGB", (original.width * 2 + 8, original.height), "white")
+    canvas.paste(original, (0, 0))
+    canvas.paste(overlay, (original.width + 8, 0))
+    return canvas
 
 
 PRECISIONS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
-def run(model: Path, folder: Path, out: Path, device: str = "CPU", precision: str = "auto") -> list[tuple[Path, str]]:
+def run(
+    model: Path,
+    folder: Path,
+    out: Path,
+    device: str = "CPU",
+    precision: str = "auto",
+    threshold: float | None = None,
+) -> list[tuple[Path, str]]:
     """Predict every image of ``folder``; return the files that failed, with their reasons.
 
     ``precision`` is OpenVINO's ``INFERENCE_PRECISION_HINT``: ``auto`` lets OpenVINO choose (bfloat16
     on CPUs that have it, the fastest), ``f32`` gives the torch model's scores exactly.
+    ``threshold`` moves the decision line on the exported score, which anomalib's post-processor
+    normalises so that the threshold learnt at validation sits at 0.5: ``None`` keeps the model's own,
+    a higher value flags fewer images.
     """
     from anomalib.deploy import OpenVINOInferencer  # noqa: PLC0415
 
@@ -66,27 +93,32 @@ def run(model: Path, folder: Path, out: Path, device: str = "CPU", precision: st
     if precision not in PRECISIONS:
         msg = f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'."
         raise ValueError(msg)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        msg = f"threshold is on the exported model's normalised score scale [0, 1] (its own is 0.5), got {threshold}."
+        raise ValueError(msg)
     hint = PRECISIONS[precision]
     inferencer = OpenVINOInferencer(model, device=device, config={"INFERENCE_PRECISION_HINT": hint} if hint else None)
     out.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
     with (out / "predictions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image", "pred_score", "pred_label", "heat_map", "error"])
+        writer.writerow(["image", "width", "height", "pred_score", "pred_label", "heat_map", "error"])
         for path in files:
             try:
                 image = load_rgb(path)
             except (OSError, ValueError, UnidentifiedImageError) as error:
                 failed.append((path, str(error)))
-                writer.writerow([path, "", "", "", f"unreadable: {error}"])
+                writer.writerow([path, "", "", "", "", "", f"unreadable: {error}"])
                 continue
             prediction = inferencer.predict(image)
             target = out / path.relative_to(folder).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)
-            heat_map_overlay(image, np.asarray(prediction.anomaly_map).squeeze()).save(target)
+            side_by_side(image, np.asarray(prediction.anomaly_map).squeeze()).save(target)
             score = float(np.asarray(prediction.pred_score).reshape(-1)[0])
             label = int(np.asarray(prediction.pred_label).reshape(-1)[0])
-            writer.writerow([path, f"{score:.6f}", label, target, ""])
+            if threshold is not None:
+                label = int(score > threshold)
+            writer.writerow([path, image.shape[1], image.shape[0], f"{score:.6f}", label, target, ""])
     return failed
 
 
@@ -104,8 +136,15 @@ def main(argv: list[str] | None = None) -> None:
         help="OpenVINO compute precision: auto (OpenVINO's choice: bf16 where the CPU has it, fastest) or f32 "
         "(scores equal to the torch model's)",
     )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision line on the normalised pred_score, 0-1 (default: the model's own, learnt at validation, "
+        "which the export puts at 0.5); higher flags fewer images",
+    )
     args = parser.parse_args(argv)
-    failed = run(args.model, args.folder, args.out, args.device, args.precision)
+    failed = run(args.model, args.folder, args.out, args.device, args.precision, args.threshold)
     print(f"predictions: {args.out / 'predictions.csv'}; heat maps under {args.out}")
     if failed:
         print(f"{len(failed)} file(s) could not be read and have no prediction:")

@@ -6,7 +6,8 @@ inputs, a one-block decoder reconstructs the clean image, and a DCGAN discrimina
 the reconstruction. The anomaly map fuses the FEN-vs-encoder feature distance with the
 reconstruction error; the image score is its maximum.
 
-This module is the training recipe: constructor arguments (every default of the method spec),
+This module is the training recipe: constructor arguments (the paper's defaults; **[A#]** tags mark
+readings of the paper resolved in docs/decisions.md),
 the two Adam optimisers, manual G-then-D optimisation, M-SE inside ``training_step`` and the
 ``train_stats`` measurement of the scoring step.
 
@@ -14,8 +15,8 @@ Example:
     >>> from anomalib.data import MVTecAD
     >>> from anomalib.engine import Engine
     >>> from fegan_anomalib import Fegan
-    >>> model = Fegan(image_size=128, max_epochs=5)  # doctest: +SKIP
-    >>> Engine().train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
+    >>> model = Fegan(image_size=128)  # doctest: +SKIP
+    >>> Engine(max_epochs=5).train(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
 
 Paper:
     Title: FEGAN: A Feature Extraction Based Approach for GAN Anomaly Detection and Localization
@@ -115,9 +116,11 @@ class Fegan(AnomalibModule):
             real and fake perfectly and its gradient to G vanishes). Defaults to ``1e-4``.
         d_collapse_steps (int): consecutive collapsed steps before D is re-initialised, as GANomaly
             does; ``0`` disables the check. Defaults to ``20``.
-        max_epochs (int): epoch budget handed to the Engine through ``trainer_arguments`` (anomalib's
-            Engine lets a model's trainer arguments override ``--trainer.max_epochs``, and its
-            benchmark passes none, so the budget lives here). Defaults to ``200``.
+        max_epochs (int | None): ``None`` (default) leaves the epoch budget to the trainer
+            (``--trainer.max_epochs``, ``Engine(max_epochs=...)``), as anomalib's own models do; the
+            paper's 200 is in ``configs/fegan_mvtec.yaml``. A number is handed to the Engine through
+            ``trainer_arguments``, which anomalib lets override the trainer's: only for pipelines that
+            give the trainer no budget (``anomalib benchmark``, ``fegan-compare``).
         channels_last (bool): keep convolution weights channels-last, which oneDNN runs faster on CPU
             (1.2x inference here, ``benchmarks/inference.py``; scores equal to 1e-6). ``False`` for the
             plain layout. Defaults to ``True``.
@@ -161,7 +164,7 @@ class Fegan(AnomalibModule):
         weight_decay: float = 1e-5,
         d_collapse_loss: float = 1e-4,
         d_collapse_steps: int = 20,
-        max_epochs: int = 200,
+        max_epochs: int | None = None,
         channels_last: bool = True,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
@@ -183,7 +186,7 @@ class Fegan(AnomalibModule):
                 f"image_size to the pre-processor's size, or drop the custom pre_processor."
             )
             raise ValueError(msg)
-        if max_epochs < 1:
+        if max_epochs is not None and max_epochs < 1:
             msg = f"max_epochs must be a positive number of epochs, got {max_epochs}."
             raise ValueError(msg)
         self.model = FeganModel(
@@ -625,8 +628,11 @@ class Fegan(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """Finite epoch budget, no gradient clipping (manual optimisation), no sanity validation."""
-        return {"max_epochs": self.max_epochs, "gradient_clip_val": 0, "num_sanity_val_steps": 0}
+        """No gradient clipping (manual optimisation), no sanity validation; an epoch budget only when given."""
+        arguments: dict[str, Any] = {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+        if self.max_epochs is not None:
+            arguments["max_epochs"] = self.max_epochs
+        return arguments
 
     @property
     def learning_type(self) -> LearningType:
