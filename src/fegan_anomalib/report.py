@@ -9,6 +9,11 @@ Gathers anomalib test results found under ``RUNS_DIR``:
 and writes, for each metric, a table with one row per category, a mean row and one column per
 model, as ``report.md`` and ``report.csv``, plus a grouped bar chart ``report.png``. When a
 model/category pair was run more than once, the newest result counts.
+
+For every run folder that holds ``test_predictions.csv`` (FEGAN's test runs) it also writes a
+self-contained ``report.html`` into that folder (``fegan_anomalib.run_report``): metrics with the
+setting, ROC/PR curves, score histogram with the threshold, learning curves and galleries of the
+worst false positives, worst false negatives and best detections. ``--no-html`` skips it.
 """
 
 from __future__ import annotations
@@ -138,10 +143,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs_dir", type=Path, help="folder holding anomalib run folders or benchmark CSVs")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: RUNS_DIR)")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html in each run folder")
     args = parser.parse_args(argv)
     paths = write_report(collect(args.runs_dir), args.out or args.runs_dir)
     print(paths[0].read_text())
     print("written: " + ", ".join(str(p) for p in paths))
+    if not args.no_html:
+        from fegan_anomalib.run_report import write_run_report  # noqa: PLC0415
+
+        for predictions in sorted(Path(args.runs_dir).rglob("test_predictions.csv")):
+            print(f"run report: {write_run_report(predictions.parent)}")
 
 
 if __name__ == "__main__":
