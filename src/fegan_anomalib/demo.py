@@ -2,7 +2,8 @@
 
 It writes the seeded synthetic MVTec-layout data set (if missing), then runs the stock
 ``anomalib train --config configs/fegan_cpu.yaml`` through anomalib's own CLI class — so the demo
-exercises exactly the path a user takes — and prints the test metrics and where the heat maps are.
+exercises exactly the path a user takes — prints the test metrics and where the heat maps are, and
+writes the run's ``report.html``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/fegan_cpu.yaml"))
     parser.add_argument("--root", type=Path, default=Path("datasets/fegan_synthetic"))
     parser.add_argument("--category", default="texture", choices=["texture", "object"])
-    parser.add_argument("overrides", nargs="*", help="further anomalib CLI arguments, e.g. --trainer.max_epochs 2")
-    args = parser.parse_args(argv)
+    parser.epilog = "Any further arguments go to anomalib's CLI, e.g. --trainer.max_epochs 2 --model.image_size 64."
+    args, overrides = parser.parse_known_args(argv)  # in their order, for anomalib's CLI
     if not args.config.is_file():
         parser.error(f"config {args.config} not found; run from the repository root or pass --config PATH")
     if not (args.root / args.category).is_dir():
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             str(args.root),
             "--data.category",
             args.category,
-            *args.overrides,
+            *overrides,
         ],
     )
     metrics = {key: float(value) for key, value in cli.engine.trainer.callback_metrics.items() if "_" in key}
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     if cli.model.visualizer is not None:
         print(f"heat maps: {Path(cli.model.visualizer.output_dir).resolve()}")
     print(f"checkpoint: {Path(cli.engine.trainer.checkpoint_callback.best_model_path or '').resolve()}")
-    print(f"learning curves: {(Path(cli.engine.trainer.default_root_dir) / 'learning_curves.png').resolve()}")
+    run_dir = Path(cli.engine.trainer.default_root_dir)
+    print(f"learning curves: {(run_dir / 'learning_curves.png').resolve()}")
+    from .run_report import write_run_report  # noqa: PLC0415
+
+    print(f"report: {write_run_report(run_dir).resolve()}  (again, for any run: fegan-report {run_dir})")
 
 
 if __name__ == "__main__":
