@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="one run per seed (default: the base's)")
-    parser.add_argument("--precision", default="32-true", help="Lightning precision of every run, e.g. bf16-mixed")
+    parser.add_argument("--precision", default=None, help="Lightning precision of every run (default: the base's)")
     parser.add_argument(
         "--paper",
         type=Path,
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
         overrides["image_size"] = args.image_size
     paper = read_paper(None if str(args.paper) == "none" else args.paper)
     seeds = args.seeds or [base.get("seed_everything", 42)]
+    precision = args.precision or base.get("trainer", {}).get("precision", "32-true")
     args.out.mkdir(parents=True, exist_ok=True)
 
     done: dict[str, dict[str, Any]] = {}  # merged arguments + category + seed -> result: identical rows run once
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
                             "model": {"class_path": "Fegan", "init_args": init_args},
                             "data": {**data_args, "root": str(root), "category": category},
                             "seed": seed,
-                            "precision": args.precision,
+                            "precision": precision,
                             "measure_speed": False,
                         }
                         print(f"[fegan-ablate] table {table}, {label}, {category}, seed {seed} ...", flush=True)
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
     weights = f"stand-in VGG16-BN ({args.weights}) cut at relu5_2" if args.weights else "random-init VGG19"
     header = (
         f"Data: {root} {', '.join(categories)}. Budget: {budget}, batch {data_args.get('train_batch_size')}, "
-        f"seeds {', '.join(map(str, seeds))} (mean ± sample sd over seeds), precision {args.precision}, CPU. "
+        f"seeds {', '.join(map(str, seeds))} (mean ± sample sd over seeds), precision {precision}, CPU. "
         f"Weights: {weights}.\n"
     )
     (args.out / "ablations.md").write_text(header + "\n" + "\n".join(sections))
