@@ -296,7 +296,9 @@ class SaveTestMetrics(Callback):
             "model": getattr(pl_module, "name", type(pl_module).__name__),
             "data": getattr(datamodule, "name", None),
             "category": getattr(datamodule, "category", None),
-            "epochs": trainer.current_epoch,
+            # a test after fit in the same trainer counts its epochs; a test of a loaded checkpoint has the
+            # epoch Lightning stored in it (Fegan.trained_epochs); None when neither says
+            "epochs": trainer.current_epoch or getattr(pl_module, "trained_epochs", None),
             "model_args": hparams,
             "metrics": {key: float(value) for key, value in trainer.callback_metrics.items()},
         }

@@ -203,7 +203,7 @@ def _setting(record: dict[str, Any]) -> str:
     backbone = f"{args.get('backbone', '?')} to {args.get('tap', '?')}" if "backbone" in args else "?"
     return (
         f"Data: {record.get('data')} / {record.get('category')}. Image size {size}. Epochs trained: "
-        f"{record.get('epochs', '?')}. Backbone {backbone}, weights: {weights}."
+        f"{record.get('epochs') or 'not recorded'}. Backbone {backbone}, weights: {weights}."
     )
 
 

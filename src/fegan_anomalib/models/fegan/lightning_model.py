@@ -225,6 +225,7 @@ class Fegan(AnomalibModule):
         self.d_collapse_steps = d_collapse_steps
         self.collapsed_steps = 0
         self.component_auroc = ComponentAUROC()
+        self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -547,6 +548,7 @@ class Fegan(AnomalibModule):
         Lightning's own message for this is a long key list; here the user learns which model or
         backbone the checkpoint holds and what to pass instead.
         """
+        self.trained_epochs = checkpoint["epoch"] + 1 if "epoch" in checkpoint else None  # for test reports
         state = checkpoint.get("state_dict", {})
         # the blur kernel is derived from sigma, not learnt; checkpoints written before it became
         # non-persistent carry it: drop it so sigma can differ from training's
