@@ -26,18 +26,19 @@ import torch
 from fegan_anomalib.runs import median_seconds
 
 
-def conv_gflops_per_second() -> float:
-    """Measure the CPU's fp32 convolution throughput on a VGG-sized 3x3 convolution (torch/oneDNN).
+def conv_gflops_per_second(bf16: bool = False) -> float:
+    """Measure the CPU's convolution throughput on a VGG-sized 3x3 convolution (torch/oneDNN).
 
     The better of the plain and the channels-last layout, so the bound is what this CPU's fastest
-    fp32 convolution path reaches, not a slow path that FEGAN's own layout would beat.
+    convolution path reaches, not a slow path that FEGAN's own layout would beat. ``bf16``: under
+    bf16 autocast (emulated, and slow, on CPUs without bfloat16 hardware).
     """
     flops = 2 * 256 * 256 * 9 * 64 * 64 * 8
     rates = []
     for memory_format in (torch.contiguous_format, torch.channels_last):
         conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval().to(memory_format=memory_format)
         x = torch.rand(8, 256, 64, 64).contiguous(memory_format=memory_format)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             rates.append(flops / median_seconds(lambda conv=conv, x=x: conv(x), seconds=4) / 1e9)
     return max(rates)
 

@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,6 +34,9 @@ from statistics import mean
 from typing import Any
 
 import torch
+from inference import conv_gflops_per_second  # the same bound as inference's (script folder)
+
+from fegan_anomalib.compare import cpu_name
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32, plain layout": {"precision": "32-true", "model": {"channels_last": False, "fen_cache_mb": 0}},
@@ -52,15 +54,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 SHORT = ("fp32 (previous default)", "fp32 + FEN cache")
 
 
-def cpu_name() -> str:
-    """Return the CPU's model name (Linux), else what the platform says."""
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def cpu_flags() -> set[str]:
     """Return the CPU's feature flags (Linux), to say whether bf16 runs in hardware here."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -70,20 +63,6 @@ def cpu_flags() -> set[str]:
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
-
-
-def conv_gflops_per_second(bf16: bool) -> float:
-    """Best measured rate of a VGG-sized 3x3 convolution (plain or channels-last layout), fp32 or bf16 autocast."""
-    from fegan_anomalib.runs import median_seconds  # noqa: PLC0415
-
-    flops = 2 * 256 * 256 * 9 * 64 * 64 * 8
-    rates = []
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval().to(memory_format=memory_format)
-        x = torch.rand(8, 256, 64, 64).contiguous(memory_format=memory_format)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            rates.append(flops / median_seconds(lambda conv=conv, x=x: conv(x), seconds=4) / 1e9)
-    return max(rates)
 
 
 def measure(

@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[fegan-compare] wrote {args.out / 'results.md'}, results.csv, results.png")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """Return the CPU's model name (Linux), else what the platform says."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
@@ -242,7 +243,7 @@ def _header(args: argparse.Namespace) -> str:
     return (
         f"Budget: {args.image_size}x{args.image_size}, batch {args.batch_size}, FEGAN {args.fegan_images} / DRAEM "
         f"{args.draem_images} training images per category (whole epochs), PaDiM one epoch, seed {args.seed}. "
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU. "
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU. "
         "Inference: batch 1, whole pipeline (resize, model, post-processing), median; OpenVINO FP32 (f32 hint)."
     )
 
