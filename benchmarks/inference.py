@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fegan_anomalib.runs import median_seconds
+from fegan_anomalib.experiments.runs import median_seconds
 
 
 def conv_gflops_per_second(bf16: bool = False) -> float:

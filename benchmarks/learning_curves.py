@@ -93,14 +93,14 @@ def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: fl
     """S with another λ and σ from the same components: the model's own fusion, its train_stats copied."""
     from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
 
-    variant = AnomalyMapGenerator(score_lambda=lam, component_norm=generator.component_norm, sigma=sigma)
+    variant = AnomalyMapGenerator(feature_map_weight=lam, component_norm=generator.component_norm, sigma=sigma)
     variant.load_state_dict(generator.state_dict())
     return variant.fuse(residual, feature)
 
 
 def _padim(args: argparse.Namespace, out: Path) -> dict[str, float]:
     """PaDiM on the same backbone and data (anomalib's, via the benchmark peer), test metrics."""
-    from fegan_anomalib.models import BenchPadim  # noqa: PLC0415
+    from fegan_anomalib.experiments.peers import BenchPadim  # noqa: PLC0415
 
     seed_everything(args.seed)
     model = BenchPadim(image_size=args.image_size, weights=args.weights, pre_trained=False, visualizer=False)

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from inference import conv_gflops_per_second  # the same bound as inference's (script folder)
 
-from fegan_anomalib.compare import cpu_name
+from fegan_anomalib.experiments.compare import cpu_name
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp32, plain layout": {"precision": "32-true", "model": {"channels_last": False, "fen_cache_mb": 0}},

@@ -95,3 +95,12 @@ def quiet_trainer(**kwargs) -> Trainer:
         "default_root_dir": tempfile.mkdtemp(prefix="fegan-quiet-"),  # run files (learning curves) not in the cwd
     }
     return Trainer(**{**defaults, **kwargs})
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row in ``text`` (separator rows left out), stripped."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|") and not set(line) <= set("|:- "):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows

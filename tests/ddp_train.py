@@ -55,7 +55,7 @@ def main() -> None:
     )
     trainer.fit(model, DataLoader(_Images(), batch_size=2, collate_fn=_collate))
     rank = trainer.global_rank
-    mask = model.m_se(torch.rand(1, 3, 32, 32), generator=model._mse_generator())[1]
+    mask = model.augmenter(torch.rand(1, 3, 32, 32), generator=model._augmenter_generator())[1]
     torch.save({"state": model.model.state_dict(), "mask": mask}, out / f"rank{rank}.pt")
 
 

@@ -11,30 +11,37 @@ from lightning.pytorch import seed_everything
 from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
-from fegan_anomalib.ablate import DEFAULT_CONFIGS, TABLES, load_config, read_paper, row_init_args, table_markdown
+from fegan_anomalib.experiments.ablate import (
+    TABLES,
+    default_configs,
+    load_config,
+    read_paper,
+    row_init_args,
+    table_markdown,
+)
 from fegan_anomalib.models.fegan.augmentation import AUGMENTATIONS
 
-from .conftest import quiet_trainer
+from .conftest import markdown_rows, quiet_trainer
 
 ROWS = [(table, key) for table, (_, rows) in TABLES.items() for key, _ in rows]
 TINY = {"image_size": 32, "max_epochs": 1, "evaluator": False, "component_norm": "none"}  # no validation here
 
 
 def test_every_table_row_has_a_config_and_nothing_else_is_there() -> None:
-    on_disk = {(int(p.parent.name.removeprefix("table")), p.stem) for p in DEFAULT_CONFIGS.glob("table*/*.yaml")}
+    on_disk = {(int(p.parent.name.removeprefix("table")), p.stem) for p in default_configs().glob("table*/*.yaml")}
     assert on_disk == set(ROWS)
 
 
 @pytest.mark.parametrize(("table", "key"), ROWS)
 def test_row_trains_one_step_and_scores(table: int, key: str) -> None:
-    base = load_config(DEFAULT_CONFIGS / "base.yaml")
-    row = load_config(DEFAULT_CONFIGS / f"table{table}" / f"{key}.yaml")
+    base = load_config(default_configs() / "base.yaml")
+    row = load_config(default_configs() / f"table{table}" / f"{key}.yaml")
     init_args = row_init_args(base, row, TINY)
     for name, value in row["model"]["init_args"].items():  # the row's own setting wins over the base
         assert init_args[name] == value
     seed_everything(0)
     model = Fegan(**init_args)
-    assert type(model.m_se) is AUGMENTATIONS[init_args["augmentation"]]
+    assert type(model.augmenter) is AUGMENTATIONS[init_args["augmenter"]]
     assert (model.model.discriminator is not None) == init_args["use_discriminator"]
     before = {name: p.detach().clone() for name, p in model.model.decoder.named_parameters()}
     trainer = quiet_trainer(max_steps=1, max_epochs=-1)
@@ -49,7 +56,7 @@ def test_row_trains_one_step_and_scores(table: int, key: str) -> None:
 
 def test_table5_rows_sweep_the_area() -> None:
     areas = [
-        load_config(DEFAULT_CONFIGS / "table5" / f"{k}.yaml")["model"]["init_args"]["mse_area_ratio"]
+        load_config(default_configs() / "table5" / f"{k}.yaml")["model"]["init_args"]["augmenter_area_ratio"]
         for k, _ in TABLES[5][1]
     ]
     assert areas == [0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
@@ -71,14 +78,19 @@ def test_table_markdown_shape_with_paper_column() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("### Table 7")
     assert lines[2].count("|") == lines[3].count("|")  # header and separator agree
-    assert "| G | 0.500 | 0.600 | 0.100 | 0.900 | – |" in text
-    assert "| G + M-SE | failed | failed | failed |" in text  # a missing result is shown, not dropped
+    rows = markdown_rows(text)
+    assert rows[0][:2] == ["variant", "image AUROC (tile)"]
+    assert rows[0][-2:] == ["paper image AUROC", "paper pixel AUROC"]
+    assert ["G", "0.500", "0.600", "0.100", "0.900", "–"] in rows
+    assert ["G + M-SE", "failed", "failed", "failed", "–", "–"] in rows  # a missing result is shown, not dropped
+    selected = markdown_rows(table_markdown(7, results, ["tile"], {}, keys={"g"}))
+    assert [row[0] for row in selected] == ["variant", "G"]  # --rows: only the rows asked for
 
 
 def test_table_markdown_mean_and_sample_sd_over_seeds() -> None:
     runs = [{"image_AUROC": v, "pixel_AUROC": 0.5, "pixel_AUPRO": 0.2} for v in (0.6, 0.7, 0.8)]
     text = table_markdown(7, {("full", "tile"): runs}, ["tile"], {})
-    assert "| FEGAN (G + FEN + D + M-SE) | 0.700 ± 0.100 | 0.500 ± 0.000 | 0.200 ± 0.000 |" in text
+    assert ["FEGAN (G + FEN + D + M-SE)", "0.700 ± 0.100", "0.500 ± 0.000", "0.200 ± 0.000"] in markdown_rows(text)
     partial = table_markdown(7, {("full", "tile"): [*runs[:2], {}]}, ["tile"], {})
     assert "0.650 ± 0.071 (failed runs)" in partial  # a failed seed is said, not averaged away
 

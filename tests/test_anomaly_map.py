@@ -20,7 +20,7 @@ def _inputs() -> tuple[torch.Tensor, ...]:
 
 def test_lambda_one_is_the_feature_map_only_upsampled_cell_centred() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    anomaly_map = AnomalyMapGenerator(score_lambda=1.0)(images, reconstruction, fen, encoder)
+    anomaly_map = AnomalyMapGenerator(feature_map_weight=1.0)(images, reconstruction, fen, encoder)
     # align_corners=False (anomalib's convention): each 4x4 cell's centre carries the cell's value, and
     # the map is flat beyond the outer centres; align_corners=True would already blend at row/column 1
     assert torch.all(anomaly_map[0, :2, :2] == 0.0)
@@ -31,17 +31,17 @@ def test_lambda_one_is_the_feature_map_only_upsampled_cell_centred() -> None:
 
 def test_lambda_zero_is_the_reconstruction_map_and_mix_is_linear() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    residual = AnomalyMapGenerator(score_lambda=0.0)(images, reconstruction, fen, encoder)
+    residual = AnomalyMapGenerator(feature_map_weight=0.0)(images, reconstruction, fen, encoder)
     assert residual[0, 0, 0] == pytest.approx(3**0.5)
     assert residual.sum() == pytest.approx(3**0.5)
-    feature = AnomalyMapGenerator(score_lambda=1.0)(images, reconstruction, fen, encoder)
-    mixed = AnomalyMapGenerator(score_lambda=0.6)(images, reconstruction, fen, encoder)
+    feature = AnomalyMapGenerator(feature_map_weight=1.0)(images, reconstruction, fen, encoder)
+    mixed = AnomalyMapGenerator(feature_map_weight=0.6)(images, reconstruction, fen, encoder)
     torch.testing.assert_close(mixed, 0.6 * feature + 0.4 * residual)
 
 
 def test_train_stats_standardise_each_component() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    generator = AnomalyMapGenerator(score_lambda=0.5, component_norm="train_stats")
+    generator = AnomalyMapGenerator(feature_map_weight=0.5, component_norm="train_stats")
     assert generator.needs_train_stats  # unset (NaN) until measured
     assert torch.isnan(generator(images, reconstruction, fen, encoder)).all()
     generator.set_train_stats(residual=(1.0, 2.0), feature=(3.0, 4.0))
@@ -54,12 +54,12 @@ def test_train_stats_standardise_each_component() -> None:
 
 def test_no_fen_scores_reconstruction_only_and_bad_arguments() -> None:
     images, reconstruction, _, encoder = _inputs()
-    anomaly_map = AnomalyMapGenerator(score_lambda=0.0)(images, reconstruction, None, encoder)
+    anomaly_map = AnomalyMapGenerator(feature_map_weight=0.0)(images, reconstruction, None, encoder)
     assert anomaly_map.max() == pytest.approx(3**0.5)
     with pytest.raises(ValueError, match="component_norm"):
         AnomalyMapGenerator(component_norm="zscore")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        AnomalyMapGenerator(score_lambda=1.5)
+        AnomalyMapGenerator(feature_map_weight=1.5)
 
 
 def test_blur_kernel_is_derived_not_saved() -> None:

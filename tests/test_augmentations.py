@@ -82,6 +82,6 @@ def test_build_by_name_and_class_path() -> None:
 
 
 def test_fegan_uses_the_configured_augmentation() -> None:
-    model = Fegan(image_size=32, pre_trained=False, augmentation="SCADN", mse_area_ratio=0.3)
-    assert isinstance(model.m_se, SCADN) and model.m_se.area_ratio == 0.3
+    model = Fegan(image_size=32, pre_trained=False, augmenter="SCADN", augmenter_area_ratio=0.3)
+    assert isinstance(model.augmenter, SCADN) and model.augmenter.area_ratio == 0.3
     assert model.hparams.augmentation == "SCADN"  # plain data in the checkpoint

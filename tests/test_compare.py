@@ -14,9 +14,9 @@ from anomalib.models import get_model
 from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
 from anomalib.utils.config import flatten_dict
 
-from fegan_anomalib.compare import epochs_for, main
-from fegan_anomalib.models import BenchDraem, BenchPadim
-from fegan_anomalib.runs import run_in_subprocess
+from fegan_anomalib.experiments.compare import epochs_for, main
+from fegan_anomalib.experiments.peers import BenchDraem, BenchPadim
+from fegan_anomalib.experiments.runs import run_in_subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from fegan_anomalib import Fegan
-from fegan_anomalib.infer import load_rgb, main, run
+from fegan_anomalib.deploy.infer import load_rgb, main, run
 
 from .conftest import TINY, anomalib_cli, checkpoint_of
 

@@ -102,7 +102,7 @@ def test_train_stats_never_measured_refuses_test_and_export(synthetic_root: Path
 def test_scoring_options_change_on_a_trained_checkpoint(trained: tuple[Path, str]) -> None:
     checkpoint = checkpoint_of(trained[0])
     plain = Fegan.load_from_checkpoint(checkpoint).model.eval()
-    blurred = Fegan.load_from_checkpoint(checkpoint, sigma=4.0, score_lambda=1.0).model.eval()
+    blurred = Fegan.load_from_checkpoint(checkpoint, sigma=4.0, feature_map_weight=1.0).model.eval()
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         first, second = plain(images).anomaly_map, blurred(images).anomaly_map

@@ -107,6 +107,17 @@ def test_bad_configuration_errors() -> None:
         FeganModel((32, 32), backbone="resnet18", pre_trained=False)
 
 
+def test_tap_stride_from_the_layer_plan_and_size_checked_before_the_fen_is_built() -> None:
+    from fegan_anomalib.models.fegan.backbone import tap_stride
+
+    assert [tap_stride("vgg19", t) for t in ("relu1_1", "pool1", "relu3_4", "relu5_4", "pool5")] == [1, 2, 4, 16, 32]
+    assert tap_stride("vgg16_bn", "bn5_2") == 16 and tap_stride("vgg11", "relu4_2") == 8
+    assert tap_stride("vgg16", "relu5_4") is None and tap_stride("resnet18", "relu1_1") is None
+    # the size error comes first: no weights file is opened (nor would ImageNet weights be downloaded)
+    with pytest.raises(ValueError, match=r"image_size \(40, 40\) is not divisible by 16"):
+        FeganModel((40, 40), weights="no/such/weights.pth")
+
+
 def test_channels_last_layout_gives_the_plain_layouts_scores() -> None:
     torch.manual_seed(0)
     fast = FeganModel((32, 32), pre_trained=False).eval()

@@ -107,7 +107,7 @@ def test_run_stopped_mid_epoch_resumes_to_the_uninterrupted_weights(
     _fit_datamodule(tmp_path / "stopped", synthetic_root, max_steps=14, checkpoint_step=14, precision=precision)
     (checkpoint,) = (tmp_path / "stopped").glob("step=14.ckpt")
     state = torch.load(checkpoint, weights_only=False)["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
-    assert state["epoch"] == 1 and state["batches"] == 3
+    assert state["_num_yielded"] == 3 and state["_sampler_iter_state"]["sampler_state"]["yielded"] == 6  # 3 x 2
     resumed = _fit_datamodule(tmp_path / "resumed", synthetic_root, ckpt_path=checkpoint, precision=precision)
     assert resumed.global_step == uninterrupted.global_step == 16
     assert _same(uninterrupted, resumed)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fegan_anomalib.report import main as report_main
-from fegan_anomalib.run_report import galleries, read_predictions, roc_pr, write_run_report
+from fegan_anomalib.experiments.report import main as report_main
+from fegan_anomalib.experiments.run_report import galleries, read_predictions, roc_pr, write_run_report
 
 
 class Page(HTMLParser):

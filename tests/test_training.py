@@ -71,7 +71,7 @@ def test_feature_and_content_losses_each_go_down() -> None:
 
 def test_component_switches_drop_their_losses() -> None:
     seed_everything(0)
-    model = _model(use_discriminator=False, use_fen=False, use_mse=False)
+    model = _model(use_discriminator=False, use_fen=False, use_augmenter=False)
     assert model.model.discriminator is None
     assert len(model.configure_optimizers()) == 1
     recorder = _fit(model, [ImageBatch(image=torch.rand(2, 3, 32, 32))], steps=1)
@@ -79,7 +79,7 @@ def test_component_switches_drop_their_losses() -> None:
 
 
 def test_feature_map_separates_a_planted_defect_after_training_and_not_before() -> None:
-    """F (score_lambda=1) on a regular texture: flat before training, the defect stands out after it,
+    """F (feature_map_weight=1) on a regular texture: flat before training, the defect stands out after it,
     and F on held-out normal images falls (the encoder learnt to match the FEN on normal content)."""
     seed_everything(0)
     grid = torch.arange(64).remainder(8).lt(4).float()
@@ -91,7 +91,7 @@ def test_feature_map_separates_a_planted_defect_after_training_and_not_before() 
     defect = texture.unsqueeze(0).clone()
     defect[:, :, 20:32, 24:36] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
     held_out = normal_batch()
-    model = _small(lr=1e-3, score_lambda=1.0, use_discriminator=False)
+    model = _small(lr=1e-3, feature_map_weight=1.0, use_discriminator=False)
 
     def measure() -> tuple[float, float]:
         model.model.eval()
@@ -144,7 +144,7 @@ def test_encoder_batchnorm_trains_under_the_lightning_loop() -> None:
 
 def test_gradient_norms_and_feature_matching_are_logged() -> None:
     seed_everything(0)
-    model = _model(use_mse=False, adversarial_loss="feature_matching", gradient_norm_every=1)
+    model = _model(use_augmenter=False, adversarial_loss="feature_matching", gradient_norm_every=1)
     _fit(model, [ImageBatch(image=torch.rand(2, 3, 32, 32))], steps=2)
     metrics = model.trainer.callback_metrics
     for term in ("feature", "content", "adversarial"):
@@ -160,7 +160,7 @@ def test_nan_loss_stops_with_the_loss_name_and_step() -> None:
     bad = torch.rand(2, 3, 32, 32)
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"generator_loss is nan at global step 0"):
-        _fit(_model(use_mse=False), [ImageBatch(image=bad)], steps=1)
+        _fit(_model(use_augmenter=False), [ImageBatch(image=bad)], steps=1)
 
 
 def test_trainer_arguments_leave_the_epoch_budget_to_the_trainer_unless_given() -> None:
@@ -188,7 +188,7 @@ def test_engine_max_epochs_wins_over_the_model_default(synthetic_root: Path, tmp
 @pytest.mark.parametrize(("collapse_steps", "reinitialised"), [(1, True), (0, False)])
 def test_collapsed_discriminator_is_reinitialised(collapse_steps: int, reinitialised: bool) -> None:
     seed_everything(0)
-    model = _model(use_mse=False, d_collapse_loss=1e9, d_collapse_steps=collapse_steps)  # every loss "collapsed"
+    model = _model(use_augmenter=False, d_collapse_threshold=1e9, d_collapse_steps=collapse_steps)  # all "collapsed"
     _fit(model, [ImageBatch(image=torch.rand(2, 3, 32, 32))], steps=2)
     g_opt, d_opt = model.trainer.optimizers
     assert len(g_opt.state) > 0

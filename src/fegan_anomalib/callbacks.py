@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image, UnidentifiedImageError
 
-from fegan_anomalib.infer import load_rgb
+from fegan_anomalib.image_io import load_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -186,11 +186,17 @@ class ValidateData(Callback):
 
 
 class ResumableTrainLoader(Callback):
-    """Serve the datamodule's training set through a loader Lightning can resume mid-epoch.
+    """Serve the datamodule's training set through torchdata's ``StatefulDataLoader``, which Lightning resumes.
 
-    See ``fegan_anomalib.data.resumable``: anomalib's shuffled ``DataLoader`` cannot be resumed, so
-    for ``fit`` this wraps the datamodule's ``train_dataloader`` (this datamodule object only) to
-    return a ``ResumableDataLoader`` over the same dataset, batch size, workers and collate function.
+    anomalib's ``train_dataloader`` is a plain shuffled ``DataLoader``: its order comes from the global
+    RNG at each epoch and it keeps no position, so a run resumed from a mid-epoch checkpoint sees another
+    order and starts its epoch over (Lightning warns "your dataloader is not resumable"); a 200-epoch GAN
+    run interrupted on a shared GPU would then not end where the uninterrupted run ends. For ``fit``,
+    this returns a ``StatefulDataLoader`` (Lightning stores its ``state_dict`` in checkpoints and
+    restores it) over the same dataset, batch size, workers and collate function, with a
+    ``StatefulDistributedSampler`` seeded by the run's seed (Lightning sets its epoch): epoch ``e``'s order is a
+    permutation seeded by ``(seed, e)``, a resumed epoch skips the samples already trained on when it
+    starts (after Lightning has set the epoch), and under DDP each rank reads its own shard.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -200,8 +206,8 @@ class ResumableTrainLoader(Callback):
         if stage != "fit" or datamodule is None:
             return
         from torch.utils.data import DataLoader  # noqa: PLC0415
-
-        from fegan_anomalib.data.resumable import ResumableDataLoader  # noqa: PLC0415
+        from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: PLC0415
+        from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler  # noqa: PLC0415
 
         # wrap anomalib's method, not a wrapper bound to an earlier trainer of the same datamodule
         original = getattr(datamodule, "_fegan_train_dataloader", datamodule.train_dataloader)
@@ -209,21 +215,36 @@ class ResumableTrainLoader(Callback):
 
         def train_dataloader() -> object:
             loader = original()
-            if not isinstance(loader, DataLoader) or isinstance(loader, ResumableDataLoader):
+            if not isinstance(loader, DataLoader) or isinstance(loader, StatefulDataLoader):
                 return loader
-            return ResumableDataLoader(
+            sampler = StatefulDistributedSampler(
+                loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=True, seed=seed
+            )
+            return StatefulDataLoader(
                 loader.dataset,
                 batch_size=loader.batch_size,
+                sampler=sampler,
                 num_workers=loader.num_workers,
                 collate_fn=loader.collate_fn,
-                seed=seed,
-                num_replicas=trainer.world_size,
-                rank=trainer.global_rank,
-                progress=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed,
             )
 
         datamodule._fegan_train_dataloader = original
         datamodule.train_dataloader = train_dataloader
+
+
+class BroadcastBuffers(Callback):
+    """Under DDP, give every rank rank 0's buffers (BatchNorm statistics) at the end of each training epoch.
+
+    DDP syncs BatchNorm statistics only at each forward and SyncBatchNorm would need GPUs; without
+    the broadcast, ranks end an epoch with statistics that differ by their last local batch, so
+    validation and checkpoints would depend on the rank. Lightning runs checkpointing after this.
+    """
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Broadcast every buffer of the torch model from rank 0."""
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            for buffer in pl_module.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
 
 class SaveTestMetrics(Callback):
@@ -346,7 +367,7 @@ class PlantedValidation(Callback):
     Args:
         holdout_ratio: share of the training images held out. Defaults to ``0.2``.
         anomalous_ratio: share of the held-out images that get a planted anomaly. Defaults to ``0.5``.
-        augmentation: name or class path of the planting augmentation (as ``Fegan(augmentation=...)``).
+        augmentation: name or class path of the planting augmentation (as ``Fegan(augmenter=...)``).
             Defaults to ``"MultiScaleSelfEnhancement"``.
         area_ratio: planted area / image area. Defaults to ``0.2``.
         max_patch_ratio: largest M-SE patch / image area. Defaults to ``0.01``.
@@ -546,7 +567,7 @@ class TrainingImages(Callback):
 
         model = pl_module.model
         images = self._images.to(pl_module.device)
-        augmented, _ = pl_module.m_se(images, generator=torch.Generator().manual_seed(0))
+        augmented, _ = pl_module.augmenter(images, generator=torch.Generator().manual_seed(0))
         with model.evaluating():
             residual, feature, reconstruction = model.component_maps(augmented)
         colormap = mpl.colormaps["jet"]
@@ -556,7 +577,7 @@ class TrainingImages(Callback):
             scaled = ((maps - low) / (high - low).clamp_min(1e-12)).cpu().numpy()
             return torch.from_numpy(colormap(scaled)[..., :3]).permute(0, 3, 1, 2).float()
 
-        columns = [images.cpu(), augmented.cpu(), ((reconstruction + 1) / 2).clamp(0, 1).cpu()]
+        columns = [images.cpu(), augmented.cpu(), model.from_gan_range(reconstruction).cpu()]
         columns.append(coloured(feature if feature is not None else torch.zeros_like(residual)))
         columns.append(coloured(residual))
         tiles = torch.stack(columns, dim=1).flatten(0, 1)  # image-major: one row per image

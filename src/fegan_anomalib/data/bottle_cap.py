@@ -20,75 +20,9 @@ from pathlib import Path
 
 from anomalib.data import Folder
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+from fegan_anomalib.image_io import EXTENSIONS
 
-
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _require_images(folder: Path, what: str) -> list[Path]:
-    if not folder.is_dir():
-        msg = (
-            f"Data layout: missing folder {folder} ({what}). "
-            f"Expected ROOT/train/good, ROOT/test/good, ROOT/test/<defect>."
-        )
-        raise FileNotFoundError(msg)
-    images = _images(folder)
-    if not images:
-        msg = f"Data layout: {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); add {what} there."
-        raise FileNotFoundError(msg)
-    return images
-
-
-def match_masks(root: str | Path, layout: str = "Bottle-Cap") -> dict[Path, Path] | None:
-    """Map every defective test image under ``root`` to its mask, or ``None`` without ``ground_truth/``.
-
-    Raises:
-        FileNotFoundError: a required folder is missing or empty.
-        ValueError: an image has no mask or a mask no image; the message lists them.
-
-    """
-    root = Path(root)
-    _require_images(root / "train" / "good", "normal training images")
-    _require_images(root / "test" / "good", "normal test images")
-    defects = sorted(p for p in (root / "test").iterdir() if p.is_dir() and p.name != "good")
-    if not defects:
-        msg = f"Data layout: no defect folder in {root / 'test'}; add ROOT/test/<defect>/ with defective images."
-        raise FileNotFoundError(msg)
-    if not (root / "ground_truth").is_dir():
-        for defect in defects:
-            _require_images(defect, "defective test images")
-        return None
-    pairs: dict[Path, Path] = {}
-    unmatched_images: list[str] = []
-    unmatched_masks: list[str] = []
-    for defect in defects:
-        mask_dir = root / "ground_truth" / defect.name
-        masks = {p.stem.removesuffix("_mask"): p for p in (_images(mask_dir) if mask_dir.is_dir() else [])}
-        images = _require_images(defect, "defective test images")
-        for image in images:
-            if image.stem in masks:
-                pairs[image] = masks.pop(image.stem)
-            else:
-                unmatched_images.append(str(image))
-        unmatched_masks += [str(p) for p in masks.values()]
-    if unmatched_images or unmatched_masks:
-        lines = [f"  image without mask: {p}" for p in unmatched_images]
-        lines += [f"  mask without image: {p}" for p in unmatched_masks]
-        msg = (
-            f"{layout} masks do not match the defective images (a mask for test/<defect>/NAME.<ext> is "
-            "ground_truth/<defect>/NAME.<ext> or NAME_mask.<ext>):\n"
-            + "\n".join(lines)
-            + "\n"
-            + (
-                "Add or rename the masks, or remove ground_truth/ for image-level evaluation only."
-                if layout == "Bottle-Cap"
-                else "Add or rename the masks (anomalib's MVTecAD needs one per defective image)."
-            )
-        )
-        raise ValueError(msg)
-    return pairs
+from .checks import match_masks
 
 
 class BottleCap(Folder):
@@ -126,7 +60,7 @@ class BottleCap(Folder):
             normal_test_dir="test/good",
             abnormal_dir=[f"test/{defect}" for defect in defects],
             mask_dir=None,
-            extensions=IMAGE_EXTENSIONS,
+            extensions=EXTENSIONS,
             train_batch_size=train_batch_size,
             eval_batch_size=eval_batch_size,
             num_workers=num_workers,
@@ -148,4 +82,4 @@ class BottleCap(Folder):
             dataset.samples = samples
 
 
-__all__ = ["BottleCap", "match_masks"]
+__all__ = ["BottleCap"]

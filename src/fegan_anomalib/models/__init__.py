@@ -1,6 +1,8 @@
-"""Models of fegan-anomalib: FEGAN, and PaDiM/DRAEM set up to run beside it in a benchmark grid."""
+"""The FEGAN model, registered with anomalib on import (see ``registration``)."""
 
 from .fegan import Fegan, FeganModel, MultiScaleSelfEnhancement
-from .peers import BenchDraem, BenchPadim
+from .registration import register_with_anomalib
 
-__all__ = ["BenchDraem", "BenchPadim", "Fegan", "FeganModel", "MultiScaleSelfEnhancement"]
+register_with_anomalib()
+
+__all__ = ["Fegan", "FeganModel", "MultiScaleSelfEnhancement"]

@@ -11,16 +11,20 @@ until training has measured them, rather than scoring with a silent identity. ``
 literal paper.
 
 Everything else here is derived from the scoring options (λ, σ), not learnt: the blur kernel is
-a non-persistent buffer, so ``--model.sigma`` and ``--model.score_lambda`` can be changed on a
+a non-persistent buffer, so ``--model.sigma`` and ``--model.feature_map_weight`` can be changed on a
 trained checkpoint.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from anomalib.models.components import GaussianBlur2d
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+
+logger = logging.getLogger(__name__)
 
 COMPONENT_NORMS = ("none", "train_stats")
 
@@ -29,27 +33,27 @@ class AnomalyMapGenerator(nn.Module):
     """Fuse FEGAN's feature map F and reconstruction map R into the anomaly map S.
 
     Args:
-        score_lambda: λ of Eq. 8, the weight of F. Defaults to ``0.6``.
+        feature_map_weight: λ of Eq. 8, the weight of F. Defaults to ``0.6``.
         component_norm: ``"none"`` or ``"train_stats"``. Defaults to ``"none"``.
         sigma: standard deviation of an optional Gaussian smoothing; ``0`` (default, the paper's) is none.
 
     Example:
-        >>> generator = AnomalyMapGenerator(score_lambda=1.0)
+        >>> generator = AnomalyMapGenerator(feature_map_weight=1.0)
         >>> image = torch.zeros(1, 3, 32, 32)
         >>> generator(image, image, torch.ones(1, 8, 2, 2), torch.zeros(1, 8, 2, 2)).shape
         torch.Size([1, 32, 32])
 
     """
 
-    def __init__(self, score_lambda: float = 0.6, component_norm: str = "none", sigma: float = 0.0) -> None:
+    def __init__(self, feature_map_weight: float = 0.6, component_norm: str = "none", sigma: float = 0.0) -> None:
         super().__init__()
         if component_norm not in COMPONENT_NORMS:
             msg = f"component_norm must be one of {COMPONENT_NORMS}, got '{component_norm}'."
             raise ValueError(msg)
-        if not 0.0 <= score_lambda <= 1.0:
-            msg = f"score_lambda must lie in [0, 1], got {score_lambda}."
+        if not 0.0 <= feature_map_weight <= 1.0:
+            msg = f"feature_map_weight must lie in [0, 1], got {feature_map_weight}."
             raise ValueError(msg)
-        self.score_lambda = score_lambda
+        self.feature_map_weight = feature_map_weight
         self.component_norm = component_norm
         self.blur = GaussianBlur2d(sigma=sigma, channels=1) if sigma > 0 else None
         if self.blur is not None:  # derived from sigma, not learnt: neither saved nor expected in checkpoints
@@ -91,6 +95,22 @@ class AnomalyMapGenerator(nn.Module):
         if feature is not None:
             self.feature_stats.copy_(torch.tensor(feature))
 
+    @staticmethod
+    def moments(residual: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor:
+        """(sum R, sum R², sum F, sum F², pixels) of one batch in float64: summed over batches and DDP ranks."""
+        values = [residual.double().sum(), residual.double().square().sum()]
+        values += [feature.double().sum(), feature.double().square().sum()] if feature is not None else [0.0, 0.0]
+        return torch.tensor([*[float(v) for v in values], residual.numel()], dtype=torch.float64)
+
+    def set_train_stats_from_moments(self, moments: torch.Tensor, use_fen: bool) -> None:
+        """Store the pixel mean and std of R and F from summed :meth:`moments`."""
+        sums, count = moments[:4].view(2, 2), moments[4].item()
+        mean = sums[:, 0] / count
+        std = (sums[:, 1] / count - mean.square()).clamp_min(1e-12).sqrt()
+        feature = (mean[1].item(), std[1].item()) if use_fen else None
+        self.set_train_stats((mean[0].item(), std[0].item()), feature)
+        logger.info("FEGAN train_stats: R mean/std %.4g/%.4g, F %s", mean[0], std[0], feature)
+
     def fuse(self, residual: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor:
         """Eq. 8 on the (optionally standardised) components, then the optional blur."""
         if self.component_norm == "train_stats":
@@ -100,7 +120,7 @@ class AnomalyMapGenerator(nn.Module):
         else:
             if self.component_norm == "train_stats":
                 feature = (feature - self.feature_stats[0]) / self.feature_stats[1]
-            anomaly_map = self.score_lambda * feature + (1.0 - self.score_lambda) * residual
+            anomaly_map = self.feature_map_weight * feature + (1.0 - self.feature_map_weight) * residual
         if self.blur is not None:
             anomaly_map = self.blur(anomaly_map.unsqueeze(1)).squeeze(1)
         return anomaly_map

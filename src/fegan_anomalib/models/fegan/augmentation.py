@@ -317,3 +317,17 @@ def build_augmentation(name: str, area_ratio: float, max_patch_ratio: float, **k
     if cls is MultiScaleSelfEnhancement:
         kwargs = {"max_patch_ratio": max_patch_ratio, **kwargs}
     return cls(area_ratio=area_ratio, **kwargs)
+
+
+# (seed, global step, rank) → one integer without collisions for any realistic run: primes larger than
+# any step count per seed and any world size
+_SEED_STRIDE = 1_000_003
+_STEP_STRIDE = 4099
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """Return one training step's augmentation generator, seeded from (seed, step, rank), not the global RNG.
+
+    A resumed run then repeats the uninterrupted one's augmentations, and DDP ranks augment differently.
+    """
+    return torch.Generator().manual_seed(((seed * _SEED_STRIDE + step) * _STEP_STRIDE + rank) % (2**63))

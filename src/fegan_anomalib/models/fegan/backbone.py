@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 BACKBONES = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+# torchvision names its VGG layer plans A (vgg11), B (vgg13), D (vgg16), E (vgg19)
+VGG_CONFIGS = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
 
 
 def layer_names(features: nn.Sequential) -> list[str]:
@@ -185,6 +187,31 @@ def build_encoder(fen: nn.Sequential, init: str = "pretrained") -> nn.Sequential
                 module.reset_running_stats()
     encoder.requires_grad_(True)
     return encoder.train()
+
+
+def tap_stride(backbone: str, tap: str) -> int | None:
+    """Downsampling factor at ``tap`` of a torchvision VGG, from its configuration alone; ``None`` if no such tap.
+
+    Lets the image size be checked before any network is built (or weights downloaded); an unknown
+    backbone or tap is left to ``build_fen``, which names the choices.
+    """
+    from torchvision.models.vgg import cfgs  # noqa: PLC0415 - the layer plan only, no network is built
+
+    plan = cfgs.get(VGG_CONFIGS.get(backbone.removesuffix("_bn"), ""))
+    if plan is None:
+        return None
+    block, conv, stride = 1, 0, 1
+    for entry in plan:
+        if entry == "M":
+            stride *= 2
+            if tap == f"pool{block}":
+                return stride
+            block, conv = block + 1, 0
+        else:
+            conv += 1
+            if tap in {f"conv{block}_{conv}", f"bn{block}_{conv}", f"relu{block}_{conv}"}:
+                return stride
+    return None
 
 
 def tap_stride_and_channels(features: nn.Sequential) -> tuple[int, int]:

@@ -103,6 +103,47 @@ class GeneratorLoss(nn.Module):
         total = sum(self.weights[name] * value for name, value in terms.items())
         return total, terms
 
+    def adversarial_input(
+        self,
+        discriminator: nn.Module | None,
+        real: torch.Tensor,
+        reconstruction: torch.Tensor,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+        """Return what the adversarial term reads: D's logits of G(x̃) (``bce``), or D's features of (x, G(x̃))."""
+        if discriminator is None:
+            return None
+        if self.adversarial == "feature_matching":
+            return discriminator.features(real).detach(), discriminator.features(reconstruction)
+        return discriminator(reconstruction)
+
+    def gradient_norms(
+        self,
+        terms: dict[str, torch.Tensor],
+        encoder_features: torch.Tensor,
+        reconstruction: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Norm of each weighted term's gradient at the encoder's output and at the decoder's output.
+
+        Which term steers the generator is a question of gradients, not of loss values: the
+        adversarial term can be large and still push weakly. Measured at the two activations
+        (not the weights) so it costs a backward through decoder and discriminator only; the graph
+        is kept for the real backward. Keys: ``grad_norm/<term>_at_encoder`` / ``..._at_decoder``.
+        """
+        norms = {}
+        for name, term in terms.items():
+            at_encoder, at_decoder = torch.autograd.grad(
+                self.weights[name] * term,
+                [encoder_features, reconstruction],
+                retain_graph=True,
+                allow_unused=True,
+            )
+            short = name.removesuffix("_loss")
+            for where, gradient in (("encoder", at_encoder), ("decoder", at_decoder)):
+                zero = torch.zeros((), device=reconstruction.device)
+                value = zero if gradient is None else torch.linalg.vector_norm(gradient.detach().float())
+                norms[f"grad_norm/{short}_at_{where}"] = value
+        return norms
+
     @property
     def weights(self) -> dict[str, float]:
         """λ of each term by its name in ``forward``'s terms (Eq. 5)."""

@@ -27,7 +27,7 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 from .anomaly_map import AnomalyMapGenerator
-from .backbone import ENCODER_BATCHNORMS, build_encoder, build_fen, tap_stride_and_channels
+from .backbone import ENCODER_BATCHNORMS, build_encoder, build_fen, tap_stride, tap_stride_and_channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -158,7 +158,7 @@ class FeganModel(nn.Module):
             use batch statistics in training and update their running statistics.
         use_discriminator: build the discriminator (Table 7). Defaults to ``True``.
         use_fen: use the FEN branch in loss and score (Table 7). Defaults to ``True``.
-        score_lambda: λ of Eq. 8. Defaults to ``0.6``.
+        feature_map_weight: λ of Eq. 8. Defaults to ``0.6``.
         component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
         sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
@@ -182,7 +182,7 @@ class FeganModel(nn.Module):
         encoder_batchnorm: str = "frozen",
         use_discriminator: bool = True,
         use_fen: bool = True,
-        score_lambda: float = 0.6,
+        feature_map_weight: float = 0.6,
         component_norm: str = "none",
         sigma: float = 0.0,
         channels_last: bool = True,
@@ -197,22 +197,23 @@ class FeganModel(nn.Module):
                 "0/1 statistics that never update. Pass encoder_batchnorm='train' with a random encoder."
             )
             raise ValueError(msg)
-        self.use_fen = use_fen
-        self.encoder_batchnorm = encoder_batchnorm
-        self.fen = build_fen(backbone, tap, pre_trained, weights)
-        self.encoder = build_encoder(self.fen, encoder_init)
-        self._freeze_encoder_batchnorm()
-        stride, channels = tap_stride_and_channels(self.fen)
-        if image_size[0] % stride or image_size[1] % stride:
+        stride = tap_stride(backbone, tap)
+        if stride is not None and (image_size[0] % stride or image_size[1] % stride):
             msg = (
                 f"image_size {tuple(image_size)} is not divisible by {stride}, the stride of {backbone} at "
                 f"'{tap}'. Use a multiple of {stride} (e.g. {max(stride, round(image_size[0] / stride) * stride)})."
             )
             raise ValueError(msg)
-        self.decoder = Decoder(channels, int(math.log2(stride)))
+        self.use_fen = use_fen
+        self.encoder_batchnorm = encoder_batchnorm
+        self.fen = build_fen(backbone, tap, pre_trained, weights)
+        self.encoder = build_encoder(self.fen, encoder_init)
+        self._freeze_encoder_batchnorm()
+        _, channels = tap_stride_and_channels(self.fen)
+        self.decoder = Decoder(channels, int(math.log2(tap_stride_and_channels(self.fen)[0])))
         self.discriminator = Discriminator(tuple(image_size)) if use_discriminator else None
         self.anomaly_map_generator = AnomalyMapGenerator(
-            score_lambda=score_lambda if use_fen else 0.0,
+            feature_map_weight=feature_map_weight if use_fen else 0.0,
             component_norm=component_norm,
             sigma=sigma,
         )
@@ -238,6 +239,16 @@ class FeganModel(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalise [0, 1] images for the FEN and the encoder **[A5]**."""
         return (images - self.mean) / self.std
+
+    @staticmethod
+    def to_gan_range(images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images to the decoder's Tanh range [-1, 1], where L_con and R compare them."""
+        return images * 2 - 1
+
+    @staticmethod
+    def from_gan_range(images: torch.Tensor) -> torch.Tensor:
+        """Map a reconstruction in [-1, 1] back to a [0, 1] image (for display)."""
+        return ((images + 1) / 2).clamp(0, 1)
 
     def generate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the generator: encoder features ``θ(x)`` and reconstruction ``G(x)`` in [-1, 1]."""
@@ -280,7 +291,7 @@ class FeganModel(nn.Module):
             fen_features = self.fen_features(images)
         fen_features = fen_features if self.use_fen else None
         residual, feature = self.anomaly_map_generator.components(
-            images * 2 - 1, reconstruction, fen_features, encoder_features
+            self.to_gan_range(images), reconstruction, fen_features, encoder_features
         )
         return ComponentMaps(residual, feature, reconstruction)
 

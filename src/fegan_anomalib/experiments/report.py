@@ -11,7 +11,7 @@ model, as ``report.md`` and ``report.csv``, plus a grouped bar chart ``report.pn
 model/category pair was run more than once, the newest result counts.
 
 For every run folder that holds ``test_predictions.csv`` (FEGAN's test runs) it also writes a
-self-contained ``report.html`` into that folder (``fegan_anomalib.run_report``): metrics with the
+self-contained ``report.html`` into that folder (``fegan_anomalib.experiments.run_report``): metrics with the
 setting, ROC/PR curves, score histogram with the threshold, learning curves and galleries of the
 worst false positives, worst false negatives and best detections. ``--no-html`` skips it.
 """
@@ -23,6 +23,8 @@ import csv
 import json
 from collections import defaultdict
 from pathlib import Path
+
+from fegan_anomalib.experiments.tables import grouped_bars, markdown_table, new_figure, save_figure, write_csv
 
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO", "pixel_BestIoU", "pixel_ThresholdIoU", "image_F1Score")
 
@@ -100,42 +102,25 @@ def write_report(results: Results, out_dir: str | Path) -> list[Path]:
     all_tables = tables(results)
     models = sorted({model for model, _ in results})
     lines = ["# Per-category results", ""]
-    with (out_dir / "report.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["metric", "category", *models])
-        for metric, table in all_tables.items():
-            lines += [f"## {metric}", "", "| category | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
-            for category, row in table.items():
-                label = f"**{category}**" if category == "mean" else category
-                lines.append(f"| {label} | " + " | ".join(_fmt(row[m]) for m in models) + " |")
-                writer.writerow([metric, category, *("" if row[m] is None else f"{row[m]:.4f}" for m in models)])
-            lines.append("")
+    csv_rows = []
+    for metric, table in all_tables.items():
+        cells = []
+        for category, row in table.items():
+            cells.append([f"**{category}**" if category == "mean" else category, *(_fmt(row[m]) for m in models)])
+            csv_rows.append({"metric": metric, "category": category, **{m: row[m] for m in models}})
+        lines += [f"## {metric}", "", markdown_table(["category", *models], cells), ""]
+    write_csv(csv_rows, out_dir / "report.csv", ["metric", "category", *models])
     (out_dir / "report.md").write_text("\n".join(lines))
-    _chart(all_tables, models, out_dir / "report.png")
-    return [out_dir / "report.md", out_dir / "report.csv", out_dir / "report.png"]
-
-
-def _chart(all_tables: dict, models: list[str], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415 - plotting only when a report is written
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     shown = [m for m in ("image_AUROC", "pixel_AUROC", "pixel_BestIoU") if m in all_tables]
-    figure, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 4), squeeze=False)
-    for axis, metric in zip(axes[0], shown, strict=True):
+    figure, axes = new_figure(len(shown), (5.0, 4.0))
+    for axis, metric in zip(axes, shown, strict=True):
         categories = list(all_tables[metric])
-        width = 0.8 / max(1, len(models))
-        for index, model in enumerate(models):
-            values = [all_tables[metric][c][model] or 0.0 for c in categories]
-            axis.bar([i + index * width for i in range(len(categories))], values, width, label=model)
-        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(categories))], categories, rotation=30, ha="right")
+        series = {model: [all_tables[metric][c][model] or 0.0 for c in categories] for model in models}
+        grouped_bars(axis, categories, series, metric)
         axis.set_ylim(0, 1)
-        axis.set_title(metric)
-    axes[0][0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    axes[0].legend()
+    save_figure(figure, out_dir / "report.png", dpi=100)
+    return [out_dir / "report.md", out_dir / "report.csv", out_dir / "report.png"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     print(paths[0].read_text())
     print("written: " + ", ".join(str(p) for p in paths))
     if not args.no_html:
-        from fegan_anomalib.run_report import write_run_report  # noqa: PLC0415
+        from fegan_anomalib.experiments.run_report import write_run_report  # noqa: PLC0415
 
         for predictions in sorted(Path(args.runs_dir).rglob("test_predictions.csv")):
             print(f"run report: {write_run_report(predictions.parent)}")

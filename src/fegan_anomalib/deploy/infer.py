@@ -19,24 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """Read any 8/16-bit grey, RGB or RGBA image as float32 RGB in [0, 1] (H, W, 3).
-
-    16-bit images are scaled by their full range, not clipped at 255 as ``Image.convert("RGB")`` does.
-    """
-    if path.stat().st_size == 0:
-        msg = "empty file (0 bytes)"
-        raise ValueError(msg)
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
-            array = np.asarray(image, dtype=np.float32)
-            array = array / (65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0)
-            return np.repeat(array[..., None], 3, axis=2)
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+from fegan_anomalib.image_io import EXTENSIONS, load_rgb
 
 
 def heat_map_overlay(image: np.ndarray, anomaly_map: np.ndarray) -> Image.Image:

@@ -4,14 +4,14 @@
         --weights standin_vgg16bn.pth --image-size 128 --out compare_results
 
 For every category it trains and tests FEGAN, PaDiM and DRAEM, each in its own process (see
-``fegan_anomalib.runs``), and writes ``results.csv``, ``results.md`` and ``results.png``: image and
+``fegan_anomalib.experiments.runs``), and writes ``results.csv``, ``results.md`` and ``results.png``: image and
 pixel AUROC, AUPRO, both IoUs, training seconds per image, inference ms per image (torch and
 OpenVINO FP32, batch 1, whole pipeline), peak RSS, model size, and the weights each model ran with.
 
 The epoch budget is given in training images seen (``--fegan-images``, ``--draem-images``), turned
 into whole epochs per category (at least one), so a small set gets more epochs than a large one.
 PaDiM always fits in one epoch. With ``--weights`` (a torchvision VGG16-BN state dict, e.g. the
-stand-in from ``standin_vgg16bn.py``) FEGAN uses it as FEN cut at ``relu5_2`` and PaDiM uses the same
+stand-in from ``fegan-build-weights``) FEGAN uses it as FEN cut at ``relu5_2`` and PaDiM uses the same
 network as its backbone; without it both start from random weights. DRAEM trains from scratch,
 with DTD textures when ``--dtd-dir`` is given, else anomalib's Perlin-noise sources.
 """
@@ -19,14 +19,14 @@ with DTD textures when ``--dtd-dir`` is given, else anomalib's Perlin-noise sour
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import platform
 from pathlib import Path
 from typing import Any
 
-from fegan_anomalib.infer import EXTENSIONS
-from fegan_anomalib.runs import run_in_subprocess
+from fegan_anomalib.experiments.runs import run_in_subprocess
+from fegan_anomalib.experiments.tables import grouped_bars, markdown_table, new_figure, save_figure, write_csv
+from fegan_anomalib.image_io import list_images
 
 MODELS = ("Fegan", "BenchPadim", "BenchDraem")
 LABELS = {"Fegan": "FEGAN", "BenchPadim": "PaDiM", "BenchDraem": "DRAEM"}
@@ -50,7 +50,7 @@ COLUMNS = (
 def count_train_images(root: Path, category: str) -> int:
     """Count the normal training images of an MVTec-layout category; raise if there are none."""
     folder = root / category / "train" / "good"
-    images = [p for p in folder.glob("*") if p.suffix.lower() in EXTENSIONS]
+    images = list_images(folder) if folder.is_dir() else []
     if not images:
         msg = f"No training images in {folder}. Point --root at an MVTec-layout folder (<root>/<category>/train/good)."
         raise FileNotFoundError(msg)
@@ -115,21 +115,17 @@ def _format(value: Any, spec: str) -> str:
 def write_tables(rows: list[dict[str, Any]], out: Path, header: str) -> None:
     """Write results.csv (every field) and results.md (one table per category, ratios to DRAEM)."""
     fields = sorted({key for row in rows for key in row}, key=lambda k: (k not in {"category", "model"}, k))
-    with (out / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "results.csv", fields)
     lines = [header, ""]
     for category in dict.fromkeys(row["category"] for row in rows):
         group = [row for row in rows if row["category"] == category]
-        lines += [f"### {category}", "", "| model | weights | " + " | ".join(c[1] for c in COLUMNS) + " |"]
-        lines.append("|---|---|" + "---|" * len(COLUMNS))
-        for row in group:
-            if "error" in row:
-                lines.append(f"| {LABELS[row['model']]} | {row['condition']} | failed: {row['error']} |")
-                continue
-            cells = [_format(row.get(key), spec) for key, _, spec in COLUMNS]
-            lines.append(f"| {LABELS[row['model']]} | {row['condition']} | " + " | ".join(cells) + " |")
+        cells = [
+            [LABELS[row["model"]], row["condition"], f"failed: {row['error']}"]
+            if "error" in row
+            else [LABELS[row["model"]], row["condition"], *(_format(row.get(key), spec) for key, _, spec in COLUMNS)]
+            for row in group
+        ]
+        lines += [f"### {category}", "", markdown_table(["model", "weights", *(c[1] for c in COLUMNS)], cells)]
         by_model = {row["model"]: row for row in group if "error" not in row}
         fegan, draem = by_model.get("Fegan"), by_model.get("BenchDraem")
         if fegan and draem:
@@ -145,11 +141,6 @@ def write_tables(rows: list[dict[str, Any]], out: Path, header: str) -> None:
 
 def write_chart(rows: list[dict[str, Any]], out: Path) -> None:
     """Draw grouped bars per category: pixel AUROC, image AUROC, training s/img, OpenVINO ms/img."""
-    import matplotlib as mpl  # noqa: PLC0415
-
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     good = [row for row in rows if "error" not in row]
     categories = list(dict.fromkeys(row["category"] for row in good))
     panels = [
@@ -158,21 +149,18 @@ def write_chart(rows: list[dict[str, Any]], out: Path) -> None:
         ("train_seconds_per_image", "training s/image"),
         ("openvino_ms_per_image", "OpenVINO ms/image"),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
-    width = 0.8 / len(MODELS)
+    figure, axes = new_figure(len(panels))
     for axis, (key, title) in zip(axes, panels, strict=True):
-        for index, model in enumerate(MODELS):
-            values = [
+        series = {
+            LABELS[model]: [
                 next((float(r[key]) for r in good if r["model"] == model and r["category"] == c), 0.0)
                 for c in categories
             ]
-            axis.bar([i + index * width for i in range(len(categories))], values, width, label=LABELS[model])
-        axis.set_xticks([i + width for i in range(len(categories))], categories, fontsize=8)
-        axis.set_title(title)
+            for model in MODELS
+        }
+        grouped_bars(axis, categories, series, title)
     axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "results.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "results.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("compare_results"))
     args = parser.parse_args(argv)
     if args.weights is not None and not args.weights.is_file():
-        parser.error(f"--weights {args.weights} does not exist (build it with standin_vgg16bn.py, or omit it)")
+        parser.error(f"--weights {args.weights} does not exist (build it with fegan-build-weights, or omit it)")
     if args.dtd_dir is not None and not args.dtd_dir.is_dir():
         parser.error(f"--dtd-dir {args.dtd_dir} does not exist (omit it to use noise sources)")
 

@@ -4,7 +4,7 @@
 does not record: training seconds per image (training steps only, without validation or data
 loading), inference milliseconds per image in torch and in OpenVINO, peak memory and model size.
 Peak memory is only meaningful per process, so every run is a child process
-(``python -m fegan_anomalib.runs SPEC.json RESULT.json``) that reports its own ``ru_maxrss``.
+(``python -m fegan_anomalib.experiments.runs SPEC.json RESULT.json``) that reports its own ``ru_maxrss``.
 
 A spec is plain JSON: ``model`` (``class_path``/``init_args`` as for ``get_model``), ``data``
 (``root``, ``category``, ``train_batch_size``, ``eval_batch_size``), ``seed``, ``out`` (the run's
@@ -167,7 +167,7 @@ def run_in_subprocess(spec: dict[str, Any], folder: Path, reuse: bool = False) -
     result_path.unlink(missing_ok=True)
     with log_path.open("w") as log:
         process = subprocess.run(
-            [sys.executable, "-m", "fegan_anomalib.runs", str(spec_path), str(result_path)],
+            [sys.executable, "-m", "fegan_anomalib.experiments.runs", str(spec_path), str(result_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
@@ -180,7 +180,7 @@ def run_in_subprocess(spec: dict[str, Any], folder: Path, reuse: bool = False) -
 
 
 def main() -> None:
-    """Child-process entry: ``python -m fegan_anomalib.runs SPEC.json RESULT.json``."""
+    """Child-process entry: ``python -m fegan_anomalib.experiments.runs SPEC.json RESULT.json``."""
     spec_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
     result = run(json.loads(spec_path.read_text()))
     result_path.write_text(json.dumps(result, indent=2))

@@ -13,7 +13,7 @@ anomalib's benchmark pipeline (``anomalib benchmark``) cannot run anomalib's own
   missing. ``BenchDraem`` with ``dtd_dir=None`` uses anomalib's Perlin-noise anomaly sources.
 
 ``BenchPadim(weights=PATH)`` also gives PaDiM the FEGAN backbone with a local torchvision VGG16-BN
-state dict (e.g. the stand-in from ``standin_vgg16bn.py``), so both models can be compared on
+state dict (e.g. the stand-in from ``fegan-build-weights``), so both models can be compared on
 the same pre-trained features: anomalib's ``Padim`` accepts only a timm model name.
 """
 
@@ -29,8 +29,8 @@ from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from .fegan.backbone import build_fen
-from .fegan.lightning_model import Fegan
+from fegan_anomalib.models.fegan.backbone import build_fen
+from fegan_anomalib.models.fegan.lightning_model import Fegan
 
 __all__ = ["BenchDraem", "BenchPadim"]
 
@@ -153,13 +153,3 @@ class BenchDraem(Draem):
         """DRAEM's own trainer arguments plus the epoch budget."""
         return {**super().trainer_arguments, "max_epochs": self.max_epochs}
 
-
-def _register_with_anomalib() -> None:
-    """Expose the peers in ``anomalib.models`` so ``anomalib benchmark`` resolves them by name."""
-    import anomalib.models  # noqa: PLC0415
-
-    for model in (BenchPadim, BenchDraem):
-        setattr(anomalib.models, model.__name__, model)
-
-
-_register_with_anomalib()

@@ -6,13 +6,13 @@
 
 Each row of a table is a config file in ``configs/ablation/table<N>/`` that overrides
 ``configs/ablation/base.yaml`` (the same pair ``anomalib train --config base --config row`` takes).
-Every row is trained and tested in its own process (``fegan_anomalib.runs``); rows whose merged
+Every row is trained and tested in its own process (``fegan_anomalib.experiments.runs``); rows whose merged
 arguments are identical (the full model is a row of all three tables) run once. Output, per
 table: ``table<N>.md`` and ``table<N>.csv`` in the paper's shape (a row per variant, a column per
 metric, categories side by side) and, for the M-SE area sweep, ``table5.png``; plus
 ``ablations.md`` with all tables and the budget. With several ``--seeds`` each cell is the mean ±
 sample standard deviation over seeds. The paper's own image/pixel AUROC stand beside each row, from
-the project's copy of its tables (``fegan_anomalib/paper_tables.csv``; ``--paper none`` drops them).
+the project's copy of its tables (``fegan_anomalib/experiments/paper_tables.csv``; ``--paper none`` drops them).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from fegan_anomalib.runs import run_in_subprocess
+from fegan_anomalib.experiments.runs import run_in_subprocess
+from fegan_anomalib.experiments.tables import markdown_table, new_figure, save_figure, write_csv
 
 TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
     7: (
@@ -55,7 +56,13 @@ TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
     ),
 }
 METRICS = (("image_AUROC", "image AUROC"), ("pixel_AUROC", "pixel AUROC"), ("pixel_AUPRO", "AUPRO"))
-DEFAULT_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "ablation"
+
+
+def default_configs() -> Path:
+    """Return the Tables 5-7 configs folder: in an installed wheel (force-included), else the clone's ``configs/``."""
+    packaged = Path(__file__).resolve().parent / "ablation"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "configs" / "ablation"
+
 PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.csv"
 # the paper's row name (paper_tables.csv) of each ablation row
 PAPER_ROWS = {
@@ -103,7 +110,7 @@ def read_paper(path: Path | None = PAPER_TABLES) -> dict[tuple[int, str, str], f
     if path is None:
         return {}
     if not path.is_file():
-        msg = f"Paper table {path} does not exist (expected the layout of fegan_anomalib/paper_tables.csv)."
+        msg = f"Paper table {path} does not exist (expected the layout of fegan_anomalib/experiments/paper_tables.csv)."
         raise FileNotFoundError(msg)
     with path.open() as handle:
         rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
@@ -129,16 +136,19 @@ def table_markdown(
     results: dict[tuple[str, str], list[dict[str, Any]]],
     categories: list[str],
     paper: dict[tuple[int, str, str], float],
+    keys: set[str] | None = None,
 ) -> str:
-    """Render one table: a row per variant, measured metrics per category (mean ± sd over seeds), the paper's."""
+    """Render one table: a row per variant (``keys``: only those), metrics per category (mean ± sd), the paper's."""
     title, rows = TABLES[table]
     header = ["variant"]
     for category in categories:
         header += [f"{label} ({category})" for _, label in METRICS]
     if paper:
         header += [f"paper {label}" for _, label in METRICS[:2]]
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    table_rows = []
     for key, label in rows:
+        if keys is not None and key not in keys:
+            continue  # not selected (--rows); a selected row without a result shows "failed"
         cells = [label]
         for category in categories:
             runs = results.get((key, category), [])
@@ -149,18 +159,13 @@ def table_markdown(
                 )
         if paper:
             cells += [f"{paper[(table, key, m)]:.3f}" if (table, key, m) in paper else "–" for m, _ in METRICS[:2]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table_rows.append(cells)
+    return f"### {title}\n\n{markdown_table(header, table_rows)}\n"
 
 
 def write_area_chart(results: dict[tuple[str, str], dict[str, Any]], categories: list[str], out: Path) -> None:
     """Line chart of the Table 5 sweep: AUROC against the M-SE area ratio."""
-    import matplotlib as mpl  # noqa: PLC0415
-
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    figure, axis = plt.subplots(figsize=(5, 3.5))
+    figure, (axis,) = new_figure(1, (5.0, 3.5))
     for category in categories:
         for metric, label in METRICS[:2]:
             points = [
@@ -174,18 +179,17 @@ def write_area_chart(results: dict[tuple[str, str], dict[str, Any]], categories:
     axis.set_ylabel("AUROC")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out / "table5.png", dpi=120)
-    plt.close(figure)
+    save_figure(figure, out / "table5.png")
 
 
-def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat script
+def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one flat script
     """Run the chosen tables and write their Markdown, CSV and chart."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", nargs="+", type=int, default=[7, 5, 6], choices=sorted(TABLES))
+    parser.add_argument("--rows", nargs="+", default=None, help="only these rows (config stems, e.g. full g_mse)")
     parser.add_argument("--root", type=Path, default=None, help="MVTec-layout data root (default: the base config's)")
     parser.add_argument("--categories", nargs="+", default=None, help="default: the base config's category")
-    parser.add_argument("--configs", type=Path, default=DEFAULT_CONFIGS, help="folder with base.yaml and table<N>/")
+    parser.add_argument("--configs", type=Path, default=default_configs(), help="folder with base.yaml and table<N>/")
     parser.add_argument("--weights", type=Path, default=None, help="VGG16-BN state dict: FEN = it, cut at relu5_2")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
         "--paper",
         type=Path,
         default=PAPER_TABLES,
-        help="the paper's figures (layout of fegan_anomalib/paper_tables.csv, the default); 'none' for no column",
+        help="the paper's figures (layout of experiments/paper_tables.csv, the default); 'none' for no column",
     )
     parser.add_argument("--out", type=Path, default=Path("ablation_results"))
     parser.add_argument(
@@ -206,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
     args = parser.parse_args(argv)
     if args.weights is not None and not args.weights.is_file():
         parser.error(f"--weights {args.weights} does not exist")
+    known = {key for table in args.tables for key, _ in TABLES[table][1]}
+    if args.rows is not None and set(args.rows) - known:
+        parser.error(f"--rows {sorted(set(args.rows) - known)} are not rows of tables {args.tables}: {sorted(known)}")
 
     base = load_config(args.configs / "base.yaml")
     data_args = base.get("data", {}).get("init_args", {})
@@ -228,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
     for table in args.tables:
         results: dict[tuple[str, str], list[dict[str, Any]]] = {}
         csv_rows = []
-        for key, label in TABLES[table][1]:
+        selected = [(key, label) for key, label in TABLES[table][1] if args.rows is None or key in args.rows]
+        if not selected:
+            continue
+        for key, label in selected:
             init_args = row_init_args(base, load_config(args.configs / f"table{table}" / f"{key}.yaml"), overrides)
             for category in categories:
                 results[(key, category)] = []
@@ -255,11 +265,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 - one flat scr
                     row = {"table": table, "row": key, "variant": label, "category": category, "seed": seed}
                     csv_rows.append({**row, **metrics})
                     print(f"[fegan-ablate]   {label}, {category}, seed {seed}: {metrics}", flush=True)
-        with (args.out / f"table{table}.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(csv_rows[0]))
-            writer.writeheader()
-            writer.writerows(csv_rows)
-        sections.append(table_markdown(table, results, categories, paper))
+        write_csv(csv_rows, args.out / f"table{table}.csv")
+        sections.append(table_markdown(table, results, categories, paper, {key for key, _ in selected}))
         (args.out / f"table{table}.md").write_text(sections[-1])
         if table == 5:
             write_area_chart(results, categories, args.out)

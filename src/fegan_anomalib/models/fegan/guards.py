@@ -1,0 +1,189 @@
+"""Checks that stop FEGAN before it trains, tests, exports or loads something broken.
+
+Each one turns a failure that would otherwise surface far away (a NaN model, a key-list error, NaN
+scores in an exported graph) into a message that names the cause and the fix. None of them is part
+of the training recipe, so they live here rather than in ``lightning_model.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from anomalib.post_processing import PostProcessor
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+
+from .torch_model import dcgan_init
+
+logger = logging.getLogger(__name__)
+
+# on_save_checkpoint records these constructor arguments under ARCHITECTURE_KEY: they shape the weights
+ARCHITECTURE_KEY = "fegan_architecture"
+ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen")
+
+
+def check_arguments(input_size: tuple[int, int] | None, image_size: tuple[int, int], max_epochs: int | None) -> None:
+    """Refuse a custom pre-processor that resizes elsewhere than ``image_size``, and a non-positive epoch budget."""
+    if input_size is not None and tuple(input_size) != image_size:
+        msg = (
+            f"The pre_processor resizes to {tuple(input_size)} but image_size is {image_size}. Set "
+            f"image_size to the pre-processor's size, or drop the custom pre_processor."
+        )
+        raise ValueError(msg)
+    if max_epochs is not None and max_epochs < 1:
+        msg = f"max_epochs must be a positive number of epochs, got {max_epochs}."
+        raise ValueError(msg)
+
+
+def check_finite(losses: dict[str, torch.Tensor], global_step: int, epoch: int) -> None:
+    """Stop a diverged run before it steps an optimiser or saves a broken model."""
+    for name, value in losses.items():
+        if not torch.isfinite(value).all():
+            msg = (
+                f"FEGAN training diverged: {name} is {value.item()} at global step {global_step} (epoch {epoch}). "
+                "Lower `lr`, check the input images for NaN/Inf, or resume from an earlier checkpoint."
+            )
+            raise FloatingPointError(msg)
+
+
+def check_train_stats(anomaly_map_generator: nn.Module, action: str) -> None:
+    """``component_norm="train_stats"`` needs statistics that only a fit with validation measures."""
+    if anomaly_map_generator.needs_train_stats:
+        msg = (
+            f"Cannot {action}: this FEGAN has component_norm='train_stats' but its training statistics were "
+            "never measured (they are taken when validation runs during fit). Load a checkpoint trained with "
+            "validation (`--ckpt_path <run>/weights/lightning/model.ckpt`), train with a validation split "
+            "(the datamodule's default), or use `--model.component_norm none`."
+        )
+        raise RuntimeError(msg)
+
+
+class RequireTrainStats(Callback):
+    """Refuse to test or predict with ``component_norm="train_stats"`` statistics that were never measured."""
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check before the first test batch."""
+        del trainer
+        check_train_stats(pl_module.model.anomaly_map_generator, "test")
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check before the first predict batch."""
+        del trainer
+        check_train_stats(pl_module.model.anomaly_map_generator, "predict")
+
+
+def check_exportable(post_processor: Any, anomaly_map_generator: nn.Module) -> None:
+    """Refuse to export a model whose post-processor (or ``train_stats``) was never fitted.
+
+    anomalib's PostProcessor starts with NaN thresholds and min/max and learns them in validation;
+    exported before that, every score of the graph is NaN (and OpenVINO's INT8 quantisation fails
+    deep inside with NaN clamp bounds), so the user is told here instead.
+    """
+    check_train_stats(anomaly_map_generator, "export")
+    if not isinstance(post_processor, PostProcessor):
+        return
+    needed: dict[str, torch.Tensor] = {}
+    if post_processor.enable_thresholding:
+        needed |= {"image threshold": post_processor.image_threshold, "pixel threshold": post_processor.pixel_threshold}
+    if post_processor.enable_normalization:
+        needed |= {"image min/max": post_processor.image_max - post_processor.image_min}
+        needed |= {"pixel min/max": post_processor.pixel_max - post_processor.pixel_min}
+    unset = [name for name, value in needed.items() if torch.isnan(value).any()]
+    if unset:
+        msg = (
+            f"This FEGAN has no fitted {', '.join(unset)} (its post_processor learns them in validation), so "
+            "the exported model would give NaN scores. Export a trained checkpoint: `anomalib export --model "
+            "FEGAN --export_type openvino --ckpt_path <run>/weights/lightning/model.ckpt`, or call "
+            "Fegan.load_from_checkpoint(...) / engine.fit(...) before to_onnx/to_openvino/to_torch."
+        )
+        raise RuntimeError(msg)
+
+
+def check_checkpoint_fits(checkpoint: dict[str, Any], own: dict[str, torch.Tensor], hparams: dict[str, Any]) -> None:
+    """Refuse a checkpoint of another model or another FEGAN configuration, naming the difference.
+
+    Drops the derived blur kernel from the checkpoint first, so scoring options can differ from training's.
+
+    Lightning's own message for this is a long key list; here the user learns which model or
+    backbone the checkpoint holds and what to pass instead. ``own`` is the model's state dict,
+    ``hparams`` its constructor arguments.
+    """
+    state = checkpoint.get("state_dict", {})
+    # the blur kernel is derived from sigma, not learnt; checkpoints written before it became
+    # non-persistent carry it: drop it so sigma can differ from training's
+    for key in [key for key in state if ".anomaly_map_generator.blur." in key]:
+        del state[key]
+    missing = [key for key in own if key.startswith("model.") and key not in state]
+    unexpected = [key for key in state if key.startswith("model.") and key not in own]
+    misshapen = [key for key in own if key in state and state[key].shape != own[key].shape]
+    if not (missing or unexpected or misshapen):
+        return
+    saved = checkpoint.get("hyper_parameters", {})
+    examples = (missing + unexpected + misshapen)[:5]
+    counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(misshapen)} misshapen weights"
+    counts += f", e.g. {examples}"
+    if "backbone" not in saved:
+        msg = (
+            f"This checkpoint is not a FEGAN checkpoint (hyper-parameters: {sorted(saved)[:6]}); {counts}. "
+            "Pass a checkpoint trained with `--model FEGAN`."
+        )
+        raise ValueError(msg)
+    # Lightning overwrites the saved hyper-parameters with load_from_checkpoint's keyword arguments
+    # before on_load_checkpoint, so the architecture is read from the key on_save_checkpoint wrote
+    architecture = checkpoint.get(ARCHITECTURE_KEY)
+    if architecture is None:
+        which = "a checkpoint from before fegan-anomalib recorded its architecture"
+    else:
+        differing = [
+            f"{name}: checkpoint {value!r}, this model {hparams.get(name)!r}"
+            for name, value in architecture.items()
+            if _same(value) != _same(hparams.get(name))
+        ]
+        which = "; ".join(differing) if differing else "no architecture argument differs"
+    msg = (
+        f"This FEGAN checkpoint does not fit this FEGAN ({which}); {counts}. Pass the checkpoint's settings "
+        "(e.g. --model.backbone/--model.tap/--model.image_size as it was trained), or a checkpoint trained with these."
+    )
+    raise ValueError(msg)
+
+
+def _same(value: Any) -> Any:
+    """Compare hyper-parameters across YAML/CLI forms: ``128`` and ``[128, 128]`` are the same size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return value
+
+
+class DiscriminatorCollapse:
+    """Re-initialise D after ``steps`` consecutive steps with its loss under ``threshold`` (``steps=0``: never).
+
+    A collapsed discriminator separates real and fake perfectly and its gradient to G vanishes;
+    GANomaly re-initialises it (DCGAN init, fresh Adam state), and so does FEGAN.
+    """
+
+    def __init__(self, threshold: float, steps: int) -> None:
+        self.threshold = threshold
+        self.steps = steps
+        self.count = 0
+
+    def update(self, d_loss: float, discriminator: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> bool:
+        """Record one step's loss; re-initialise D and its optimiser state when it has collapsed (returns ``True``)."""
+        if self.steps <= 0:
+            return False
+        self.count = self.count + 1 if d_loss < self.threshold else 0
+        if self.count < self.steps:
+            return False
+        logger.warning(
+            "FEGAN discriminator collapsed (loss < %g for %d steps) at global step %d: re-initialising it.",
+            self.threshold,
+            self.steps,
+            step,
+        )
+        discriminator.apply(dcgan_init)
+        optimizer.state.clear()
+        self.count = 0
+        return True

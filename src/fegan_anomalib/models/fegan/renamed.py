@@ -1,0 +1,44 @@
+"""Constructor arguments renamed in 0.2, still accepted for one release with a ``FutureWarning``.
+
+``use_mse``/``mse_*`` read as "mean squared error" in a file full of losses, though they steer any
+of five augmentations (anomalib calls this part the ``augmenter``); ``score_lambda`` sat beside the
+loss weights ``lambda_*`` though it weighs the F map of the score; ``d_collapse_loss`` is a
+threshold. Saved configs (``--config`` of an old run) and checkpoints (their hyper-parameters) keep
+loading: the old name is mapped onto the new one and the checkpoint written next carries the new.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import MutableMapping
+from typing import Any
+
+RENAMED = {
+    "use_mse": "use_augmenter",
+    "augmentation": "augmenter",
+    "augmentation_args": "augmenter_args",
+    "mse_area_ratio": "augmenter_area_ratio",
+    "mse_max_patch_ratio": "augmenter_max_patch_ratio",
+    "mse_seed": "augmenter_seed",
+    "score_lambda": "feature_map_weight",
+    "d_collapse_loss": "d_collapse_threshold",
+}
+
+
+def rename_in_place(hparams: MutableMapping[str, Any]) -> None:
+    """Move every deprecated argument that was given (not ``None``) onto its new name; drop the old keys.
+
+    Run on the module's ``hparams`` right after ``save_hyperparameters``, so the checkpoint written
+    next holds only the new names.
+    """
+    for old, new in RENAMED.items():
+        value = hparams.pop(old, None)
+        if value is None:
+            continue
+        warnings.warn(
+            f"FEGAN's `{old}` is renamed `{new}` and the old name will be removed in fegan-anomalib 0.3; "
+            f"use `{new}` (e.g. `--model.{new}`).",
+            FutureWarning,
+            stacklevel=3,
+        )
+        hparams[new] = value
