@@ -4,7 +4,7 @@
 
 Each argument is ``LABEL=RUN_DIR,RUN_DIR,...`` (one run per seed); prints a Markdown table of the
 test image / pixel AUROC of the fused map S (λ = 0.6), F alone and R alone at the last epoch, the
-per-seed values, and the mean training + validation seconds per epoch.
+per-seed values, S smoothed with σ = 4, and the mean training + validation seconds per epoch.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ COLUMNS = {
     "F pixel": "pixel_AUROC_lambda1_sigma0",
     "R image": "image_AUROC_lambda0_sigma0",
     "R pixel": "pixel_AUROC_lambda0_sigma0",
+    "S σ=4 image": "image_AUROC_lambda0.6_sigma4",
+    "S σ=4 pixel": "pixel_AUROC_lambda0.6_sigma4",
 }
 
 

@@ -84,4 +84,4 @@ def test_build_by_name_and_class_path() -> None:
 def test_fegan_uses_the_configured_augmentation() -> None:
     model = Fegan(image_size=32, pre_trained=False, augmenter="SCADN", augmenter_area_ratio=0.3)
     assert isinstance(model.augmenter, SCADN) and model.augmenter.area_ratio == 0.3
-    assert model.hparams.augmentation == "SCADN"  # plain data in the checkpoint
+    assert model.hparams.augmenter == "SCADN"  # plain data in the checkpoint

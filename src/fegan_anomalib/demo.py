@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"checkpoint: {Path(cli.engine.trainer.checkpoint_callback.best_model_path or '').resolve()}")
     run_dir = Path(cli.engine.trainer.default_root_dir)
     print(f"learning curves: {(run_dir / 'learning_curves.png').resolve()}")
-    from .run_report import write_run_report  # noqa: PLC0415
+    from .experiments.run_report import write_run_report  # noqa: PLC0415
 
     print(f"report: {write_run_report(run_dir).resolve()}  (again, for any run: fegan-report {run_dir})")
 
