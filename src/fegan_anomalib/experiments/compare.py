@@ -140,7 +140,7 @@ def write_tables(rows: list[dict[str, Any]], out: Path, header: str) -> None:
 
 
 def write_chart(rows: list[dict[str, Any]], out: Path) -> None:
-    """Draw grouped bars per category: pixel AUROC, image AUROC, training s/img, OpenVINO ms/img."""
+    """Draw grouped bars per category: pixel AUROC, image AUROC, training s/img, OpenVINO ms/img (no bar: no result)."""
     good = [row for row in rows if "error" not in row]
     categories = list(dict.fromkeys(row["category"] for row in good))
     panels = [
@@ -153,7 +153,7 @@ def write_chart(rows: list[dict[str, Any]], out: Path) -> None:
     for axis, (key, title) in zip(axes, panels, strict=True):
         series = {
             LABELS[model]: [
-                next((float(r[key]) for r in good if r["model"] == model and r["category"] == c), 0.0)
+                next((float(r[key]) for r in good if r["model"] == model and r["category"] == c), float("nan"))
                 for c in categories
             ]
             for model in MODELS
