@@ -28,6 +28,11 @@ def _require_images(folder: Path, what: str) -> list[Path]:
     return images
 
 
+def masks_by_stem(folder: Path) -> dict[str, Path]:
+    """Return the masks of ``folder`` by the stem of their image (``NAME.<ext>`` or ``NAME_mask.<ext>``)."""
+    return {p.stem.removesuffix("_mask"): p for p in list_images(folder)} if folder.is_dir() else {}
+
+
 def match_masks(root: str | Path, layout: str = "Bottle-Cap") -> dict[Path, Path] | None:
     """Map every defective test image under ``root`` to its mask, or ``None`` without ``ground_truth/``.
 
@@ -52,7 +57,7 @@ def match_masks(root: str | Path, layout: str = "Bottle-Cap") -> dict[Path, Path
     unmatched_masks: list[str] = []
     for defect in defects:
         mask_dir = root / "ground_truth" / defect.name
-        masks = {p.stem.removesuffix("_mask"): p for p in (list_images(mask_dir) if mask_dir.is_dir() else [])}
+        masks = masks_by_stem(mask_dir)
         images = _require_images(defect, "defective test images")
         for image in images:
             if image.stem in masks:

@@ -57,12 +57,6 @@ TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
 }
 METRICS = (("image_AUROC", "image AUROC"), ("pixel_AUROC", "pixel AUROC"), ("pixel_AUPRO", "AUPRO"))
 
-
-def default_configs() -> Path:
-    """Return the Tables 5-7 configs folder: in an installed wheel (force-included), else the clone's ``configs/``."""
-    packaged = Path(__file__).resolve().parent / "ablation"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "configs" / "ablation"
-
 PAPER_TABLES = Path(__file__).resolve().parent / "paper_tables.csv"
 # the paper's row name (paper_tables.csv) of each ablation row
 PAPER_ROWS = {
@@ -78,6 +72,12 @@ PAPER_ROWS = {
     (6, "scadn"): "SCADN",
     (6, "m_se"): "M-SE",
 }
+
+
+def default_configs() -> Path:
+    """Return the Tables 5-7 configs folder: in an installed wheel (force-included), else the clone's ``configs/``."""
+    packaged = Path(__file__).resolve().parent / "ablation"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "configs" / "ablation"
 
 
 def load_config(path: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fegan_anomalib.data.checks import masks_by_stem
 from fegan_anomalib.image_io import list_images
 
 MAGNETIC_TILE_KINDS = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
@@ -86,9 +87,7 @@ def hazelnut_layout(source: Path) -> Layout:
     for kind in kinds:
         images = _require_folder(root / "test" / kind, f"defective '{kind}' images")
         layout.images[f"test/{kind}"] = images
-        masks = {p.stem.removesuffix("_mask"): p for p in list_images(root / "ground_truth" / kind)} if (
-            root / "ground_truth" / kind
-        ).is_dir() else {}
+        masks = masks_by_stem(root / "ground_truth" / kind)
         for image in images:
             layout.masks[image] = _mask_of(image, masks.get(image.stem))
     return layout

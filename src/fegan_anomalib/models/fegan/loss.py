@@ -139,8 +139,10 @@ class GeneratorLoss(nn.Module):
             )
             short = name.removesuffix("_loss")
             for where, gradient in (("encoder", at_encoder), ("decoder", at_decoder)):
-                zero = torch.zeros((), device=reconstruction.device)
-                value = zero if gradient is None else torch.linalg.vector_norm(gradient.detach().float())
+                if gradient is None:  # the term does not reach this activation
+                    value = torch.zeros((), device=reconstruction.device)
+                else:
+                    value = torch.linalg.vector_norm(gradient.detach().float())
                 norms[f"grad_norm/{short}_at_{where}"] = value
         return norms
 

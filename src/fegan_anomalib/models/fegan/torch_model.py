@@ -209,8 +209,8 @@ class FeganModel(nn.Module):
         self.fen = build_fen(backbone, tap, pre_trained, weights)
         self.encoder = build_encoder(self.fen, encoder_init)
         self._freeze_encoder_batchnorm()
-        _, channels = tap_stride_and_channels(self.fen)
-        self.decoder = Decoder(channels, int(math.log2(tap_stride_and_channels(self.fen)[0])))
+        fen_stride, channels = tap_stride_and_channels(self.fen)
+        self.decoder = Decoder(channels, int(math.log2(fen_stride)))
         self.discriminator = Discriminator(tuple(image_size)) if use_discriminator else None
         self.anomaly_map_generator = AnomalyMapGenerator(
             feature_map_weight=feature_map_weight if use_fen else 0.0,
