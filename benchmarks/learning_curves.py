@@ -93,7 +93,14 @@ def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: fl
     """S with another λ and σ from the same components: the model's own fusion, its train_stats copied."""
     from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
 
-    variant = AnomalyMapGenerator(feature_map_weight=lam, component_norm=generator.component_norm, sigma=sigma)
+    shape = generator.feature_residual_mean.shape[1:] if generator.feature_distance == "mahalanobis" else None
+    variant = AnomalyMapGenerator(
+        feature_map_weight=lam,
+        component_norm=generator.component_norm,
+        sigma=sigma,
+        feature_distance=generator.feature_distance,
+        feature_shape=shape,
+    )
     variant.load_state_dict(generator.state_dict())
     return variant.fuse(residual, feature)
 

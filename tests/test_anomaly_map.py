@@ -68,3 +68,39 @@ def test_blur_kernel_is_derived_not_saved() -> None:
     # a generator with another sigma loads the same state: sigma is a scoring option, not a weight
     AnomalyMapGenerator(sigma=0.0).load_state_dict(blurred.state_dict())
     AnomalyMapGenerator(sigma=2.0).load_state_dict(AnomalyMapGenerator().state_dict())
+
+
+def test_mahalanobis_standardises_the_feature_residual_per_cell_and_channel() -> None:
+    images, reconstruction, fen, encoder = _inputs()
+    generator = AnomalyMapGenerator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2))
+    assert generator.needs_train_stats  # unset (NaN) until measured, even with component_norm="none"
+    # two "training" residuals per cell and channel: 1 and 3 (mean 2, std 1), except channel 0 at
+    # cell (1, 1): 0 and 4 (mean 2, std 2); the moments are summed batch by batch
+    train_fen = torch.stack([torch.full((4, 2, 2), 1.0), torch.full((4, 2, 2), 3.0)])
+    train_fen[:, 0, 1, 1] = torch.tensor([0.0, 4.0])
+    moments = sum(
+        generator.feature_residual_moments(train_fen[i : i + 1], torch.zeros(1, 4, 2, 2)) for i in range(2)
+    )
+    generator.set_feature_residual_stats(moments, count=2)
+    assert not generator.needs_train_stats
+    anomaly_map = generator(images, reconstruction, fen, encoder)
+    # residual fen - encoder: 0 everywhere but -2 at cell (1, 1). Standardised: (0 - 2) / 1 = -2 per channel,
+    # so F = sqrt(4 * 4) = 4 at (0, 0); at (1, 1): channel 0 (-2 - 2) / 2 = -2, others (-2 - 2) / 1 = -4
+    assert anomaly_map[0, 0, 0] == pytest.approx(4.0)
+    assert anomaly_map[0, -1, -1] == pytest.approx((4 + 3 * 16) ** 0.5)
+    assert {"feature_residual_mean", "feature_residual_inv_std"} <= set(generator.state_dict())
+
+
+def test_mahalanobis_floors_a_channel_that_never_varied_and_bad_arguments() -> None:
+    generator = AnomalyMapGenerator(feature_distance="mahalanobis", feature_shape=(2, 1, 1))
+    moments = torch.zeros(2, 2, 1, 1, dtype=torch.float64)
+    moments[1, 1] = 2 * 4.0  # channel 1: residuals -2 and 2 (variance 4); channel 0: always 0
+    generator.set_feature_residual_stats(moments, count=2)
+    inv_std = generator.feature_residual_inv_std.flatten()
+    assert torch.isfinite(inv_std).all()
+    assert inv_std[1] == pytest.approx(0.5)
+    assert inv_std[0] == pytest.approx((1e-3 * 2.0) ** -0.5)  # floored at 1e-3 of the mean variance (2)
+    with pytest.raises(ValueError, match="feature_shape"):
+        AnomalyMapGenerator(feature_distance="mahalanobis")
+    with pytest.raises(ValueError, match="feature_distance"):
+        AnomalyMapGenerator(feature_distance="cosine")

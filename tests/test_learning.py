@@ -148,3 +148,35 @@ def test_training_images_reach_tensorboard(synthetic_root: Path, tmp_path: Path)
     accumulator.Reload()
     assert "fegan/training_images" in accumulator.Tags()["images"]
     assert "val_image_AUROC" in accumulator.Tags()["scalars"]
+
+
+def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    seed_everything(0)
+    model = Fegan(
+        image_size=32, pre_trained=False, component_norm="train_stats", feature_distance="mahalanobis",
+        visualizer=False, max_epochs=1,
+    )  # fmt: skip
+    generator = model.model.anomaly_map_generator
+    assert generator.needs_train_stats
+    assert generator.feature_residual_mean.shape == (1, 512, 2, 2)  # VGG19 relu5_4 at 32²
+    datamodule = _datamodule(synthetic_root)
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    engine.fit(model, datamodule=datamodule)
+    assert not generator.needs_train_stats
+    # the same statistics, computed here from the training images with the trained weights
+    with model.model.evaluating(), torch.no_grad():
+        images = torch.cat([model.pre_processor.transform(batch.image) for batch in datamodule.train_dataloader()])
+        residual = model.model.fen_features(images) - model.model.generate(images)[0]
+    assert images.shape[0] == 8
+    torch.testing.assert_close(generator.feature_residual_mean[0], residual.mean(0), rtol=1e-4, atol=1e-5)
+    std = residual.std(0, unbiased=False)
+    varied = std.square() > 1e-3 * std.square().mean()  # the rest is floored
+    assert varied.float().mean() > 0.5
+    torch.testing.assert_close(generator.feature_residual_inv_std[0][varied], 1 / std[varied], rtol=1e-3, atol=1e-3)
+    (metrics,) = engine.test(model, datamodule=datamodule, verbose=False)
+    assert math.isfinite(metrics["image_AUROC"])
+    # an L2 model does not take a Mahalanobis checkpoint, and says which argument differs
+    with pytest.raises(ValueError, match=r"feature_distance: checkpoint 'mahalanobis', this model 'l2'"):
+        Fegan.load_from_checkpoint(next(tmp_path.glob("**/weights/lightning/model.ckpt")), feature_distance="l2")

@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 
 # on_save_checkpoint records these constructor arguments under ARCHITECTURE_KEY: they shape the weights
 ARCHITECTURE_KEY = "fegan_architecture"
-ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen")
+ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen", "feature_distance")
+# what a checkpoint written before a field was recorded had: its value then
+ARCHITECTURE_DEFAULTS = {"feature_distance": "l2"}
 
 
 def check_arguments(input_size: tuple[int, int] | None, image_size: tuple[int, int], max_epochs: int | None) -> None:
@@ -49,13 +51,17 @@ def check_finite(losses: dict[str, torch.Tensor], global_step: int, epoch: int) 
 
 
 def check_train_stats(anomaly_map_generator: nn.Module, action: str) -> None:
-    """``component_norm="train_stats"`` needs statistics that only a fit with validation measures."""
+    """Scoring with training-image statistics needs them measured, which only a fit with validation does."""
     if anomaly_map_generator.needs_train_stats:
+        which = (
+            f"component_norm={anomaly_map_generator.component_norm!r}, "
+            f"feature_distance={anomaly_map_generator.feature_distance!r}"
+        )
         msg = (
-            f"Cannot {action}: this FEGAN has component_norm='train_stats' but its training statistics were "
-            "never measured (they are taken when validation runs during fit). Load a checkpoint trained with "
-            "validation (`--ckpt_path <run>/weights/lightning/model.ckpt`), train with a validation split "
-            "(the datamodule's default), or use `--model.component_norm none`."
+            f"Cannot {action}: this FEGAN scores with training statistics ({which}) that were never measured "
+            "(they are taken when validation runs during fit). Load a checkpoint trained with validation "
+            "(`--ckpt_path <run>/weights/lightning/model.ckpt`), train with a validation split (the datamodule's "
+            "default), or use `--model.component_norm none --model.feature_distance l2`."
         )
         raise RuntimeError(msg)
 
@@ -136,9 +142,10 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], own: dict[str, torch.Tenso
     if architecture is None:
         which = "a checkpoint from before fegan-anomalib recorded its architecture"
     else:
+        recorded = {name: architecture.get(name, ARCHITECTURE_DEFAULTS.get(name)) for name in ARCHITECTURE_FIELDS}
         differing = [
             f"{name}: checkpoint {value!r}, this model {hparams.get(name)!r}"
-            for name, value in architecture.items()
+            for name, value in recorded.items()
             if _same(value) != _same(hparams.get(name))
         ]
         which = "; ".join(differing) if differing else "no architecture argument differs"

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -92,6 +93,10 @@ class Fegan(AnomalibModule):
         feature_map_weight (float): λ of the anomaly score (Eq. 8): ``S = λ·F + (1 − λ)·R``. Defaults to ``0.6``.
         component_norm (str): ``"none"`` (the paper) or ``"train_stats"`` **[A7]**.
         sigma (float): Gaussian smoothing of the map; ``0`` is none (the paper). Defaults to ``0``.
+        feature_distance (str): ``"l2"`` (Eq. 6, the paper) or ``"mahalanobis"``: the feature residual
+            standardised per tap cell and channel by its statistics on the normal training images, measured
+            during fit **[A7b]**. Reaches PaDiM on textured magnetic_tile, costs pixel AUROC on the small
+            hazelnut_mini (BENCHMARKS.md). Defaults to ``"l2"``.
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
         use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
         use_augmenter (bool): augment training images with the ``augmenter`` (M-SE; off: Table 7's "G").
@@ -142,6 +147,7 @@ class Fegan(AnomalibModule):
         feature_map_weight: float = 0.6,
         component_norm: str = "none",
         sigma: float = 0.0,
+        feature_distance: str = "l2",
         use_discriminator: bool = True,
         use_fen: bool = True,
         use_augmenter: bool = True,
@@ -185,7 +191,7 @@ class Fegan(AnomalibModule):
             image_size=size, backbone=backbone, tap=tap, pre_trained=pre_trained, weights=weights,
             encoder_init=encoder_init, encoder_batchnorm=encoder_batchnorm, use_discriminator=use_discriminator,
             use_fen=use_fen, feature_map_weight=h.feature_map_weight, component_norm=component_norm, sigma=sigma,
-            channels_last=channels_last,
+            feature_distance=feature_distance, channels_last=channels_last,
         )
         self.augmenter = build_augmentation(
             h.augmenter, h.augmenter_area_ratio, h.augmenter_max_patch_ratio, **(h.augmenter_args or {})
@@ -301,20 +307,42 @@ class Fegan(AnomalibModule):
         self.fen_cache.end_epoch(self.current_epoch)
 
     def on_validation_epoch_start(self) -> None:
-        """With ``train_stats``, measure F and R on the training images first, for this validation's thresholds."""
+        """Measure the training-image statistics scoring uses first, for this validation's thresholds."""
         super().on_validation_epoch_start()
-        if self.model.anomaly_map_generator.component_norm == "train_stats" and self.trainer.state.fn == "fit":
-            self._measure_train_stats()
+        generator = self.model.anomaly_map_generator
+        if generator.measures_train_stats and self.trainer.state.fn == "fit":
+            if generator.feature_distance == "mahalanobis":
+                self._measure_feature_residual_stats()
+            if generator.component_norm == "train_stats":  # after the above: F's moments in its final units
+                self._measure_train_stats()
+
+    def _clean_training_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Pre-processed clean training images with their FEN features (from the cache), batch by batch."""
+        datamodule = self.trainer.datamodule
+        for batch in datamodule.train_dataloader() if datamodule else self.trainer.train_dataloader:
+            images = batch.image.to(self.device)
+            images = self.pre_processor.transform(images) if self.pre_processor is not None else images
+            yield images, self.fen_cache(images, self.model.fen_features) if self.model.use_fen else None
+
+    @torch.no_grad()
+    def _measure_feature_residual_stats(self) -> None:
+        """Per-cell, per-channel mean and std of θ*(x) − θ(x) over the clean training images (``"mahalanobis"``)."""
+        sums, count = None, 0
+        for images, fen_features in self._clean_training_batches():
+            moments = self.model.anomaly_map_generator.feature_residual_moments(
+                fen_features, self.model.generate(images)[0]
+            )
+            sums = moments if sums is None else sums + moments
+            count += images.shape[0]
+        sums = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu()  # over DDP ranks
+        count = int(self.trainer.strategy.reduce(torch.tensor(float(count), device=self.device), reduce_op="sum"))
+        self.model.anomaly_map_generator.set_feature_residual_stats(sums.to(self.device), count)
 
     @torch.no_grad()
     def _measure_train_stats(self) -> None:
         """Pixel mean and std of R and F over the clean training images (FEN features from the cache)."""
-        datamodule = self.trainer.datamodule
         moments = torch.zeros(5, dtype=torch.float64)
-        for batch in datamodule.train_dataloader() if datamodule else self.trainer.train_dataloader:
-            images = batch.image.to(self.device)
-            images = self.pre_processor.transform(images) if self.pre_processor is not None else images
-            fen_features = self.fen_cache(images, self.model.fen_features) if self.model.use_fen else None
+        for images, fen_features in self._clean_training_batches():
             residual, feature, _ = self.model.component_maps(images, fen_features)
             moments += self.model.anomaly_map_generator.moments(residual, feature)
         moments = self.trainer.strategy.reduce(moments.to(self.device), reduce_op="sum").cpu()  # over DDP ranks

@@ -161,6 +161,7 @@ class FeganModel(nn.Module):
         feature_map_weight: λ of Eq. 8. Defaults to ``0.6``.
         component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
         sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
+        feature_distance: ``"l2"`` (Eq. 6) or ``"mahalanobis"`` per tap cell **[A7b]**.
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
 
@@ -185,6 +186,7 @@ class FeganModel(nn.Module):
         feature_map_weight: float = 0.6,
         component_norm: str = "none",
         sigma: float = 0.0,
+        feature_distance: str = "l2",
         channels_last: bool = True,
     ) -> None:
         super().__init__()
@@ -216,6 +218,8 @@ class FeganModel(nn.Module):
             feature_map_weight=feature_map_weight if use_fen else 0.0,
             component_norm=component_norm,
             sigma=sigma,
+            feature_distance=feature_distance if use_fen else "l2",
+            feature_shape=(channels, image_size[0] // fen_stride, image_size[1] // fen_stride),
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
