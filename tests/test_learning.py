@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from anomalib.data import MVTecAD
+from anomalib.deploy import OpenVINOInferencer
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 from PIL import Image
@@ -19,7 +24,7 @@ from fegan_anomalib.data.planted import PlantedAnomalyDataset
 from fegan_anomalib.metrics import rank_auroc
 from fegan_anomalib.models.fegan.augmentation import MultiScaleSelfEnhancement
 
-from .conftest import checkpoint_of
+from .conftest import checkpoint_of, markdown_rows
 
 
 def _datamodule(root: Path) -> MVTecAD:
@@ -151,7 +156,7 @@ def test_training_images_reach_tensorboard(synthetic_root: Path, tmp_path: Path)
 
 
 def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed_everything(0)
     model = Fegan(
@@ -177,6 +182,33 @@ def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
     torch.testing.assert_close(generator.feature_residual_inv_std[0][varied], 1 / std[varied], rtol=1e-3, atol=1e-3)
     (metrics,) = engine.test(model, datamodule=datamodule, verbose=False)
     assert math.isfinite(metrics["image_AUROC"])
+    # the statistics travel with the exported graph: OpenVINO (fp32) scores as torch does
+    monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
+    inferencer = OpenVINOInferencer(
+        model.to_openvino(export_root=tmp_path), device="CPU", config={"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    with torch.no_grad():
+        expected = model.eval()(images[:4])
+    actual = inferencer.predict(images[:4].numpy())
+    np.testing.assert_allclose(actual.pred_score.reshape(-1), expected.pred_score.numpy().reshape(-1), atol=1e-4)
+    np.testing.assert_allclose(actual.anomaly_map.reshape(4, 32, 32), expected.anomaly_map.numpy(), atol=1e-3)
     # an L2 model does not take a Mahalanobis checkpoint, and says which argument differs
     with pytest.raises(ValueError, match=r"feature_distance: checkpoint 'mahalanobis', this model 'l2'"):
         Fegan.load_from_checkpoint(next(tmp_path.glob("**/weights/lightning/model.ckpt")), feature_distance="l2")
+
+
+def test_feature_distance_benchmark_scores_one_checkpoint_both_ways(
+    trained: tuple[Path, str], synthetic_root: Path
+) -> None:
+    script = Path(__file__).parents[1] / "benchmarks" / "feature_distance.py"
+    arguments = ["--root", str(synthetic_root), "--category", "texture", "--checkpoint", str(checkpoint_of(trained[0]))]
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments],
+        capture_output=True, text=True, check=False, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "texture: 8 training / 8 test images, 32²" in result.stdout
+    rows = {row[0]: [float(cell) for cell in row[1:]] for row in markdown_rows(result.stdout) if row[0] != "F distance"}
+    assert set(rows) == {"l2", "mahalanobis"}
+    assert all(len(cells) == 5 for cells in rows.values())
+    assert rows["l2"] != rows["mahalanobis"]  # the distance changes the scores of the same weights
