@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -14,7 +15,8 @@ from anomalib.models import get_model
 from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
 from anomalib.utils.config import flatten_dict
 
-from fegan_anomalib.experiments.compare import epochs_for, main
+from fegan_anomalib import Fegan
+from fegan_anomalib.experiments.compare import epochs_for, main, model_specs
 from fegan_anomalib.experiments.peers import BenchDraem, BenchPadim
 from fegan_anomalib.experiments.runs import run_in_subprocess
 
@@ -68,6 +70,20 @@ def test_draem_budget_and_offline_errors(tmp_path: Path) -> None:
         BenchDraem(pre_trained=True)
     with pytest.raises(FileNotFoundError, match=r"dtd_dir .* does not exist"):
         BenchDraem(dtd_dir=str(tmp_path / "dtd"))
+
+
+def test_fegan_args_reach_fegan_only_and_name_the_condition() -> None:
+    args = argparse.Namespace(
+        image_size=64, weights=None, fegan_images=100, draem_images=10, dtd_dir=None,
+        fegan_args={"feature_distance": "mahalanobis", "sigma": 4.0},
+    )  # fmt: skip
+    specs = model_specs(args, train_images=50)
+    assert specs["Fegan"]["init_args"]["feature_distance"] == "mahalanobis"
+    assert specs["Fegan"]["init_args"]["max_epochs"] == 2
+    assert specs["Fegan"]["condition"] == "random VGG19, feature_distance=mahalanobis, sigma=4.0"
+    assert "feature_distance" not in specs["BenchPadim"]["init_args"]
+    model = Fegan(**specs["Fegan"]["init_args"])  # the arguments are the model's own
+    assert model.model.anomaly_map_generator.feature_distance == "mahalanobis"
 
 
 def test_epochs_for_budget() -> None:

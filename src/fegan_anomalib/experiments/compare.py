@@ -19,6 +19,7 @@ with DTD textures when ``--dtd-dir`` is given, else anomalib's Perlin-noise sour
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 from pathlib import Path
@@ -80,8 +81,9 @@ def model_specs(args: argparse.Namespace, train_images: int) -> dict[str, dict[s
                 "component_norm": "train_stats",
                 "visualizer": False,
                 **fegan_weights,
+                **args.fegan_args,
             },
-            "condition": fegan_condition,
+            "condition": ", ".join([fegan_condition, *(f"{key}={value}" for key, value in args.fegan_args.items())]),
         },
         "BenchPadim": {
             "class_path": "BenchPadim",
@@ -176,6 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draem-images", type=int, default=250, help="training images DRAEM sees per category")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--fegan-args",
+        type=json.loads,
+        default={},
+        help="JSON of further Fegan arguments (named in the condition column), "
+        """e.g. '{"feature_distance": "mahalanobis"}'""",
+    )
     parser.add_argument("--out", type=Path, default=Path("compare_results"))
     args = parser.parse_args(argv)
     if args.weights is not None and not args.weights.is_file():
