@@ -8,7 +8,8 @@ model's own ``AnomalyMapGenerator``, as a fit's validation would, then the whole
     python benchmarks/feature_distance.py --root datasets --category magnetic_tile \
         --checkpoint curves/s42/fegan/Fegan/MVTecAD/magnetic_tile/v0/weights/lightning/model.ckpt
 
-Prints one Markdown row per distance: S (λ from the checkpoint) image / pixel AUROC and AUPRO, F alone.
+Prints one Markdown row per distance: S (λ from the checkpoint) image / pixel AUROC and AUPRO, F alone;
+and, as the reference for what the trained encoder adds, the FEN's own features whitened the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from torch.nn import functional as F  # noqa: N812
 from fegan_anomalib import Fegan
 from fegan_anomalib.metrics import rank_auroc
 from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator
+
+FEN_ALONE = "FEN alone, whitened (no GAN; F columns)"
 
 
 @torch.no_grad()
@@ -45,6 +48,11 @@ def features(model: Fegan, loader: torch.utils.data.DataLoader) -> dict[str, tor
                 size = images.shape[-2:]
                 out["mask"].append(F.interpolate(batch.gt_mask[:, None].float(), size=size, mode="nearest")[:, 0])
     return {key: torch.cat(values) for key, values in out.items() if values}
+
+
+def without_encoder(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Return the same data with the encoder's features set to zero."""
+    return {**data, "encoder": torch.zeros_like(data["encoder"])}
 
 
 def score(generator: AnomalyMapGenerator, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -72,16 +80,19 @@ def main() -> None:
     print(f"{args.category}: {len(train['fen'])} training / {len(test['fen'])} test images, {size[0]}²")
     print("| F distance | S image AUROC | S pixel AUROC | S AUPRO | F image AUROC | F pixel AUROC |")
     print("|---|---|---|---|---|---|")
-    for distance in ("l2", "mahalanobis"):
+    rows = (("l2", "l2", True), ("mahalanobis", "mahalanobis", True), (FEN_ALONE, "mahalanobis", False))
+    for name, distance, with_encoder in rows:
+        # FEN alone: θ(x) taken as 0, so F whitens the FEN's own features (PaDiM's statistic on one layer, no GAN)
+        fit, evaluate = (train, test) if with_encoder else (without_encoder(train), without_encoder(test))
         generator = AnomalyMapGenerator(
-            trained.feature_map_weight, "train_stats", feature_distance=distance, feature_shape=train["fen"].shape[1:]
+            trained.feature_map_weight, "train_stats", feature_distance=distance, feature_shape=fit["fen"].shape[1:]
         )
         if distance == "mahalanobis":
-            moments = generator.feature_residual_moments(train["fen"], train["encoder"])
-            generator.set_feature_residual_stats(moments, len(train["fen"]))
-        _, train_feature, train_residual = score(generator, train)
+            moments = generator.feature_residual_moments(fit["fen"], fit["encoder"])
+            generator.set_feature_residual_stats(moments, len(fit["fen"]))
+        _, train_feature, train_residual = score(generator, fit)
         generator.set_train_stats_from_moments(generator.moments(train_residual, train_feature), use_fen=True)
-        anomaly_map, feature, _ = score(generator, test)
+        anomaly_map, feature, _ = score(generator, evaluate)
         mask, label = test["mask"].bool(), test["label"]
         aupro = _AUPRO()
         aupro.update(anomaly_map, mask.int())
@@ -92,7 +103,7 @@ def main() -> None:
             rank_auroc(feature.flatten(1).amax(1), label),
             rank_auroc(feature[:, ::2, ::2], mask[:, ::2, ::2]),
         ]
-        print(f"| {distance} | " + " | ".join(f"{value:.3f}" for value in cells) + " |", flush=True)
+        print(f"| {name} | " + " | ".join(f"{value:.3f}" for value in cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import matplotlib as mpl
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--title", default="")
     args = parser.parse_args()
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     padim = None
     print(
         "| run | epochs | image AUROC S | pixel AUROC S | image AUROC F | pixel AUROC F | image AUROC R | "
@@ -59,12 +60,14 @@ def main() -> None:
     for axis, level in zip(axes, ("image", "pixel"), strict=True):
         if padim:
             axis.axhline(padim[f"{level}_AUROC"], color="k", ls="-.", label="PaDiM, same backbone")
-        axis.set_title(f"{args.title} test {level} AUROC".strip())
+        axis.set_title(f"{args.title}: test {level} AUROC" if args.title else f"test {level} AUROC")
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    figure.tight_layout()
+    # one legend below both panels, where it hides no curve
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.04 + 0.035 * math.ceil(len(labels) / 3), 1, 1))
     figure.savefig(args.out, dpi=110)
 
 

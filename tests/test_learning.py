@@ -209,6 +209,8 @@ def test_feature_distance_benchmark_scores_one_checkpoint_both_ways(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "texture: 8 training / 8 test images, 32²" in result.stdout
     rows = {row[0]: [float(cell) for cell in row[1:]] for row in markdown_rows(result.stdout) if row[0] != "F distance"}
-    assert set(rows) == {"l2", "mahalanobis"}
+    fen_alone = "FEN alone, whitened (no GAN; F columns)"
+    assert set(rows) == {"l2", "mahalanobis", fen_alone}
     assert all(len(cells) == 5 for cells in rows.values())
     assert rows["l2"] != rows["mahalanobis"]  # the distance changes the scores of the same weights
+    assert rows[fen_alone][3:] != rows["mahalanobis"][3:]  # F of the FEN's features is not F of the residual
