@@ -329,9 +329,7 @@ class Fegan(AnomalibModule):
         """Per-cell, per-channel mean and std of θ*(x) − θ(x) over the clean training images (``"mahalanobis"``)."""
         sums, count = None, 0
         for images, fen_features in self._clean_training_batches():
-            moments = self.model.anomaly_map_generator.feature_residual_moments(
-                fen_features, self.model.generate(images)[0]
-            )
+            moments = self.model.anomaly_map_generator.feature_residual_moments(fen_features, self.model.encode(images))
             sums = moments if sums is None else sums + moments
             count += images.shape[0]
         sums = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu()  # over DDP ranks

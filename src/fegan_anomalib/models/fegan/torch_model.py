@@ -256,8 +256,12 @@ class FeganModel(nn.Module):
 
     def generate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the generator: encoder features ``θ(x)`` and reconstruction ``G(x)`` in [-1, 1]."""
-        features = self.encoder(self.normalize(images))
+        features = self.encode(images)
         return features, self.decoder(features)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the encoder's features ``θ(x)`` alone (the Mahalanobis statistics need no reconstruction)."""
+        return self.encoder(self.normalize(images))
 
     def forward(
         self,
