@@ -23,7 +23,7 @@ from anomalib.metrics.aupro import _AUPRO
 from torch.nn import functional as F  # noqa: N812
 
 from fegan_anomalib import Fegan
-from fegan_anomalib.metrics import rank_auroc
+from fegan_anomalib.metrics import map_aurocs
 from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator
 
 FEN_ALONE = "FEN alone, whitened (no GAN; F columns)"
@@ -96,13 +96,7 @@ def main() -> None:
         mask, label = test["mask"].bool(), test["label"]
         aupro = _AUPRO()
         aupro.update(anomaly_map, mask.int())
-        cells = [
-            rank_auroc(anomaly_map.flatten(1).amax(1), label),
-            rank_auroc(anomaly_map[:, ::2, ::2], mask[:, ::2, ::2]),
-            float(aupro.compute()),
-            rank_auroc(feature.flatten(1).amax(1), label),
-            rank_auroc(feature[:, ::2, ::2], mask[:, ::2, ::2]),
-        ]
+        cells = [*map_aurocs(anomaly_map, label, mask), float(aupro.compute()), *map_aurocs(feature, label, mask)]
         print(f"| {name} | " + " | ".join(f"{value:.3f}" for value in cells) + " |", flush=True)
 
 

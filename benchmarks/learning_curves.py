@@ -32,7 +32,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.callbacks import PlantedValidation
-from fegan_anomalib.metrics import rank_auroc
+from fegan_anomalib.metrics import map_aurocs
 
 LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only
 SIGMAS = (0.0, 4.0)
@@ -72,13 +72,13 @@ class TestSetCurve(Callback):
         residual, feature, label, mask = (torch.cat(x) for x in (residuals, features, labels, masks))
         generator = model.anomaly_map_generator
         row: dict[str, float] = {"epoch": trainer.current_epoch, "train_seconds": round(self.train_seconds, 1)}
-        step = self.pixel_stride
         for lam in LAMBDAS:
             for sigma in SIGMAS:
                 fused = _fuse(generator, residual, feature, lam, sigma)
                 name = f"lambda{lam:g}_sigma{sigma:g}"
-                row[f"image_AUROC_{name}"] = rank_auroc(fused.amax(dim=(-2, -1)), label)
-                row[f"pixel_AUROC_{name}"] = rank_auroc(fused[:, ::step, ::step], mask[:, ::step, ::step])
+                row[f"image_AUROC_{name}"], row[f"pixel_AUROC_{name}"] = map_aurocs(
+                    fused, label, mask, self.pixel_stride
+                )
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val_") or key.endswith("_loss") or key.startswith("grad_norm/"):
                 row[key] = float(value)

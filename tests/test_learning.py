@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -20,8 +21,9 @@ from PIL import Image
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.callbacks import PlantedValidation
+from fegan_anomalib.data import make_synthetic_dataset
 from fegan_anomalib.data.planted import PlantedAnomalyDataset
-from fegan_anomalib.metrics import rank_auroc
+from fegan_anomalib.metrics import map_aurocs, rank_auroc
 from fegan_anomalib.models.fegan.augmentation import MultiScaleSelfEnhancement
 
 from .conftest import checkpoint_of, markdown_rows
@@ -38,6 +40,18 @@ def test_rank_auroc_known_answers() -> None:
     # raw values far outside [0, 1] keep their order (torchmetrics would squash them through a sigmoid)
     assert rank_auroc(torch.tensor([40.0, 50.0, 60.0]), torch.tensor([0, 1, 1])) == 1.0
     assert math.isnan(rank_auroc(torch.tensor([1.0, 2.0]), torch.tensor([1, 1])))  # one class: undefined
+
+
+def test_map_aurocs_scores_image_maxima_and_strided_pixels() -> None:
+    maps = torch.zeros(2, 4, 4)
+    masks = torch.zeros(2, 4, 4, dtype=torch.bool)
+    maps[1, 2, 2] = 5.0  # the defect's peak, on a kept pixel (stride 2)
+    masks[1, 2, 2] = True
+    maps[0, 1, 1] = 9.0  # a hotter normal pixel: wins the image ranking, dropped by the pixel stride
+    image, pixel = map_aurocs(maps, torch.tensor([0, 1]), masks)
+    assert image == 0.0  # the normal image's maximum (9) is above the defective one's (5)
+    assert pixel == 1.0  # of the 8 kept pixels the defect is the hottest
+    assert map_aurocs(maps, torch.tensor([0, 1]), masks, pixel_stride=1)[1] == pytest.approx(30 / 31)
 
 
 def test_planted_dataset_plants_half_with_their_masks_and_repeats_itself(synthetic_root: Path) -> None:
@@ -214,3 +228,28 @@ def test_feature_distance_benchmark_scores_one_checkpoint_both_ways(
     assert all(len(cells) == 5 for cells in rows.values())
     assert rows["l2"] != rows["mahalanobis"]  # the distance changes the scores of the same weights
     assert rows[fen_alone][3:] != rows["mahalanobis"][3:]  # F of the FEN's features is not F of the residual
+
+
+def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(
+        tmp_path / "data", categories=("texture",), image_size=64, num_train=16, num_test_good=4, num_test_defect=2
+    )
+    script = Path(__file__).parents[1] / "benchmarks" / "learning_curves.py"
+    arguments = ["--root", str(root), "--category", "texture", "--epochs", "2", "--image-size", "32"]
+    result = subprocess.run(
+        [sys.executable, str(script), *arguments, "--batch-size", "4", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, check=False, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "out" / "test_curve.csv").open()))
+    assert [int(row["epoch"]) for row in rows] == [0, 1]
+    assert float(rows[1]["train_seconds"]) > float(rows[0]["train_seconds"]) > 0  # cumulative training time
+    last = rows[-1]
+    for lam in ("1", "0.6", "0"):  # F only, the paper's fusion, R only; each unblurred and blurred
+        for sigma in ("0", "4"):
+            assert f"image_AUROC_lambda{lam}_sigma{sigma}" in last and f"pixel_AUROC_lambda{lam}_sigma{sigma}" in last
+    assert last["pixel_AUROC_lambda1_sigma0"] != last["pixel_AUROC_lambda0_sigma0"]  # F and R rank pixels apart
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    key = "pixel_AUROC_lambda0.6_sigma0"
+    assert summary["last_epoch"][key] == pytest.approx(float(last[key]))
+    assert Image.open(tmp_path / "out" / "curves.png").size[0] > 400
