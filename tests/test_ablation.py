@@ -13,11 +13,13 @@ from torch.utils.data import DataLoader
 from fegan_anomalib import Fegan
 from fegan_anomalib.experiments.ablate import (
     TABLES,
+    area_points,
     default_configs,
     load_config,
     read_paper,
     row_init_args,
     table_markdown,
+    write_area_chart,
 )
 from fegan_anomalib.models.fegan.augmentation import AUGMENTATIONS
 
@@ -93,6 +95,20 @@ def test_table_markdown_mean_and_sample_sd_over_seeds() -> None:
     assert ["FEGAN (G + FEN + D + M-SE)", "0.700 ± 0.100", "0.500 ± 0.000", "0.200 ± 0.000"] in markdown_rows(text)
     partial = table_markdown(7, {("full", "tile"): [*runs[:2], {}]}, ["tile"], {})
     assert "0.650 ± 0.071 (failed runs)" in partial  # a failed seed is said, not averaged away
+
+
+def test_area_chart_points_are_seed_means_with_their_sd_in_area_order(tmp_path: Path) -> None:
+    results = {
+        ("area_050", "tile"): [{"image_AUROC": 0.6}, {"image_AUROC": 0.8}],
+        ("area_005", "tile"): [{"image_AUROC": 0.5}, {}],  # a failed seed is left out, not counted as 0
+        ("area_020", "other"): [{"image_AUROC": 0.9}],
+    }
+    points = area_points(results, "tile", "image_AUROC")
+    assert [area for area, _, _ in points] == [5, 50]  # the table's order, rows without results skipped
+    assert points[0] == (5, 0.5, 0.0)
+    assert points[1][1] == pytest.approx(0.7) and points[1][2] == pytest.approx(0.1414, abs=1e-4)
+    write_area_chart(results, ["tile", "other"], tmp_path)
+    assert (tmp_path / "table5.png").stat().st_size > 1000
 
 
 def test_project_copy_of_the_paper_tables_maps_every_ablation_row() -> None:

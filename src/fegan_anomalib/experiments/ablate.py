@@ -163,20 +163,29 @@ def table_markdown(
     return f"### {title}\n\n{markdown_table(header, table_rows)}\n"
 
 
-def write_area_chart(results: dict[tuple[str, str], dict[str, Any]], categories: list[str], out: Path) -> None:
-    """Line chart of the Table 5 sweep: AUROC against the M-SE area ratio."""
+def area_points(
+    results: dict[tuple[str, str], list[dict[str, Any]]], category: str, metric: str
+) -> list[tuple[int, float, float]]:
+    """``(area %, mean, sample sd)`` of each Table 5 row of ``category`` with results; sd 0 for a single run."""
+    points = []
+    for key, _ in TABLES[5][1]:
+        values = [run[metric] for run in results.get((key, category), []) if metric in run]
+        if values:
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            points.append((int(key.split("_")[1]), statistics.mean(values), spread))
+    return points
+
+
+def write_area_chart(results: dict[tuple[str, str], list[dict[str, Any]]], categories: list[str], out: Path) -> None:
+    """Line chart of the Table 5 sweep: AUROC against the M-SE area ratio, mean with the seeds' sd as error bars."""
     figure, (axis,) = new_figure(1, (5.0, 3.5))
     for category in categories:
         for metric, label in METRICS[:2]:
-            points = [
-                (int(key.split("_")[1]), statistics.mean(values))
-                for key, _ in TABLES[5][1]
-                if (values := [run[metric] for run in results.get((key, category), []) if metric in run])
-            ]
-            if points:
-                axis.plot(*zip(*points, strict=True), marker="o", label=f"{label}, {category}")
+            if points := area_points(results, category, metric):
+                areas, means, spreads = zip(*points, strict=True)
+                axis.errorbar(areas, means, yerr=spreads, marker="o", capsize=3, label=f"{label}, {category}")
     axis.set_xlabel("M-SE area ratio (% of the image)")
-    axis.set_ylabel("AUROC")
+    axis.set_ylabel("AUROC (mean ± sd over seeds)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     save_figure(figure, out / "table5.png")
