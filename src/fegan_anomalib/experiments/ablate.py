@@ -184,7 +184,11 @@ def write_area_chart(results: dict[tuple[str, str], list[dict[str, Any]]], categ
             if points := area_points(results, category, metric):
                 areas, means, spreads = zip(*points, strict=True)
                 axis.errorbar(areas, means, yerr=spreads, marker="o", capsize=3, label=f"{label}, {category}")
-    axis.set_xlabel("M-SE area ratio (% of the image)")
+    areas = [int(key.split("_")[1]) for key, _ in TABLES[5][1]]
+    axis.set_xscale("log")  # 1, 5 and 10 % would crowd a linear axis
+    axis.set_xticks(areas, labels=[str(area) for area in areas])
+    axis.minorticks_off()
+    axis.set_xlabel("M-SE area ratio (% of the image, log scale)")
     axis.set_ylabel("AUROC (mean ± sd over seeds)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
