@@ -29,6 +29,7 @@ import yaml
 from fegan_anomalib.experiments.runs import run_in_subprocess
 from fegan_anomalib.experiments.tables import markdown_table, new_figure, save_figure, write_csv
 
+AREAS = (1, 5, 10, 20, 30, 50, 70, 100)  # Table 5's M-SE area ratios, % of the image
 TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
     7: (
         "Table 7: contribution of each component",
@@ -42,7 +43,7 @@ TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
     ),
     5: (
         "Table 5: M-SE area ratio",
-        [(f"area_{area:03d}", f"{area} %") for area in (1, 5, 10, 20, 30, 50, 70, 100)],
+        [(f"area_{area:03d}", f"{area} %") for area in AREAS],
     ),
     6: (
         "Table 6: augmentation strategy (20 % of the image altered)",
@@ -65,7 +66,7 @@ PAPER_ROWS = {
     (7, "g_d_mse"): "G + D + M-SE (L_con L_adv)",
     (7, "g_fen_mse"): "G + FEN + M-SE (L_con L_fea)",
     (7, "full"): "G + D + FEN + M-SE (all)",
-    **{(5, f"area_{area:03d}"): f"area {area}%" for area in (1, 5, 10, 20, 30, 50, 70, 100)},
+    **{(5, f"area_{area:03d}"): f"area {area}%" for area in AREAS},
     (6, "cutout"): "Cutout",
     (6, "cutout_colour"): "Cutout (colour)",
     (6, "riad"): "RIAD",
@@ -168,11 +169,11 @@ def area_points(
 ) -> list[tuple[int, float, float]]:
     """``(area %, mean, sample sd)`` of each Table 5 row of ``category`` with results; sd 0 for a single run."""
     points = []
-    for key, _ in TABLES[5][1]:
-        values = [run[metric] for run in results.get((key, category), []) if metric in run]
+    for area in AREAS:
+        values = [run[metric] for run in results.get((f"area_{area:03d}", category), []) if metric in run]
         if values:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            points.append((int(key.split("_")[1]), statistics.mean(values), spread))
+            points.append((area, statistics.mean(values), spread))
     return points
 
 
@@ -184,9 +185,8 @@ def write_area_chart(results: dict[tuple[str, str], list[dict[str, Any]]], categ
             if points := area_points(results, category, metric):
                 areas, means, spreads = zip(*points, strict=True)
                 axis.errorbar(areas, means, yerr=spreads, marker="o", capsize=3, label=f"{label}, {category}")
-    areas = [int(key.split("_")[1]) for key, _ in TABLES[5][1]]
     axis.set_xscale("log")  # 1, 5 and 10 % would crowd a linear axis
-    axis.set_xticks(areas, labels=[str(area) for area in areas])
+    axis.set_xticks(AREAS, labels=[str(area) for area in AREAS])
     axis.minorticks_off()
     axis.set_xlabel("M-SE area ratio (% of the image, log scale)")
     axis.set_ylabel("AUROC (mean ± sd over seeds)")

@@ -43,8 +43,7 @@ def map_aurocs(
     The benchmarks score whole test sets held in memory; the stride keeps the pixel ranking cheap.
     """
     step = pixel_stride
-    image = rank_auroc(maps.flatten(1).amax(1), labels)
-    return image, rank_auroc(maps[:, ::step, ::step], masks[:, ::step, ::step])
+    return rank_auroc(maps.flatten(1).amax(1), labels), rank_auroc(maps[:, ::step, ::step], masks[:, ::step, ::step])
 
 
 class ComponentAUROC:
