@@ -78,9 +78,7 @@ def test_mahalanobis_standardises_the_feature_residual_per_cell_and_channel() ->
     # cell (1, 1): 0 and 4 (mean 2, std 2); the moments are summed batch by batch
     train_fen = torch.stack([torch.full((4, 2, 2), 1.0), torch.full((4, 2, 2), 3.0)])
     train_fen[:, 0, 1, 1] = torch.tensor([0.0, 4.0])
-    moments = sum(
-        generator.feature_residual_moments(train_fen[i : i + 1], torch.zeros(1, 4, 2, 2)) for i in range(2)
-    )
+    moments = sum(generator.feature_residual_moments(train_fen[i : i + 1], torch.zeros(1, 4, 2, 2)) for i in range(2))
     generator.set_feature_residual_stats(moments, count=2)
     assert not generator.needs_train_stats
     anomaly_map = generator(images, reconstruction, fen, encoder)

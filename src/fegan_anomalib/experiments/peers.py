@@ -152,4 +152,3 @@ class BenchDraem(Draem):
     def trainer_arguments(self) -> dict[str, Any]:
         """DRAEM's own trainer arguments plus the epoch budget."""
         return {**super().trainer_arguments, "max_epochs": self.max_epochs}
-

@@ -188,10 +188,20 @@ class Fegan(AnomalibModule):
         h = self.hparams
         check_arguments(self.input_size, size, max_epochs)
         self.model = FeganModel(
-            image_size=size, backbone=backbone, tap=tap, pre_trained=pre_trained, weights=weights,
-            encoder_init=encoder_init, encoder_batchnorm=encoder_batchnorm, use_discriminator=use_discriminator,
-            use_fen=use_fen, feature_map_weight=h.feature_map_weight, component_norm=component_norm, sigma=sigma,
-            feature_distance=feature_distance, channels_last=channels_last,
+            image_size=size,
+            backbone=backbone,
+            tap=tap,
+            pre_trained=pre_trained,
+            weights=weights,
+            encoder_init=encoder_init,
+            encoder_batchnorm=encoder_batchnorm,
+            use_discriminator=use_discriminator,
+            use_fen=use_fen,
+            feature_map_weight=h.feature_map_weight,
+            component_norm=component_norm,
+            sigma=sigma,
+            feature_distance=feature_distance,
+            channels_last=channels_last,
         )
         self.augmenter = build_augmentation(
             h.augmenter, h.augmenter_area_ratio, h.augmenter_max_patch_ratio, **(h.augmenter_args or {})
@@ -403,4 +413,3 @@ class FEGAN(Fegan):
     def name(self) -> str:
         """Same results folder as :class:`Fegan`."""
         return "Fegan"
-
