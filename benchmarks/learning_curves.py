@@ -129,10 +129,16 @@ def _datamodule(args: argparse.Namespace) -> MVTecAD:
     )
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    """Rank correlation across epochs; None where it is undefined (under 3 epochs, or a constant series).
+
+    None, not NaN: summary.json stays valid JSON and a reader sees "no figure" rather than a number.
+    """
     from scipy.stats import spearmanr  # noqa: PLC0415
 
-    return float(spearmanr(a, b).statistic) if len(a) > 2 else float("nan")
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
 
 
 def main() -> None:

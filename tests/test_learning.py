@@ -252,4 +252,5 @@ def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_p
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     key = "pixel_AUROC_lambda0.6_sigma0"
     assert summary["last_epoch"][key] == pytest.approx(float(last[key]))
+    assert summary["spearman_val_vs_test_image_AUROC"] is None  # two epochs: no rank correlation, not NaN
     assert Image.open(tmp_path / "out" / "curves.png").size[0] > 400
