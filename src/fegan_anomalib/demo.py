@@ -14,6 +14,26 @@ from pathlib import Path
 from .data.synthetic import make_synthetic_dataset
 
 
+def config_seed(config: Path, overrides: list[str]) -> int | None:
+    """Return the run's ``seed_everything``: the last ``--seed_everything`` override, else the config's.
+
+    anomalib 2.7's CLI declares ``--seed_everything`` but never applies it (``anomalib/cli/cli.py``), so a
+    config's seed alone leaves ``anomalib train`` unseeded; the demo applies it itself before the CLI builds
+    the model and the data, so two demo runs train the same model.
+    """
+    import yaml  # noqa: PLC0415
+
+    seed = yaml.safe_load(config.read_text()).get("seed_everything")
+    for i, item in enumerate(overrides):
+        if item == "--seed_everything" and i + 1 < len(overrides):
+            seed = overrides[i + 1]
+        elif item.startswith("--seed_everything="):
+            seed = item.split("=", 1)[1]
+    if seed is None or isinstance(seed, bool) or str(seed).lower() in {"true", "false"}:
+        return None  # True: anomalib's "random seed"; nothing to apply
+    return int(seed)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the demo and print the test metrics and the heat-map folder."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote the synthetic data set to {args.root}")
 
     from anomalib.cli import AnomalibCLI  # noqa: PLC0415 - heavy; only after the arguments are valid
+    from lightning.pytorch import seed_everything  # noqa: PLC0415
 
+    seed = config_seed(args.config, overrides)
+    if seed is not None:
+        seed_everything(seed, workers=True)
     cli = AnomalibCLI(
         [
             "train",
