@@ -23,7 +23,7 @@ def config_seed(config: Path, overrides: list[str]) -> int | None:
     """
     import yaml  # noqa: PLC0415
 
-    seed = yaml.safe_load(config.read_text()).get("seed_everything")
+    seed = (yaml.safe_load(config.read_text()) or {}).get("seed_everything")
     for i, item in enumerate(overrides):
         if item == "--seed_everything" and i + 1 < len(overrides):
             seed = overrides[i + 1]
