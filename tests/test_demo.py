@@ -6,8 +6,9 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
-from fegan_anomalib.demo import config_seed, main
+from fegan_anomalib.demo import main, seeded_cli
 
 REPO = Path(__file__).parents[1]
 
@@ -48,12 +49,18 @@ def test_demo_applies_the_config_seed_so_two_runs_train_the_same_model(
     assert curves[0] == curves[1]
 
 
-def test_config_seed_reads_the_config_and_lets_an_override_win(tmp_path: Path) -> None:
+def test_seeded_cli_applies_the_config_seed_and_lets_an_override_win(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("seed_everything: 42\nmodel: {}\n")
-    assert config_seed(config, []) == 42
-    assert config_seed(config, ["--seed_everything", "7"]) == 7
-    assert config_seed(config, ["--seed_everything=8", "--trainer.max_epochs", "1"]) == 8
-    assert config_seed(config, ["--seed_everything", "true"]) is None  # anomalib's random seed
-    config.write_text("model: {}\n")
-    assert config_seed(config, []) is None
+    config.write_text(
+        "seed_everything: 42\nmodel: {class_path: Fegan, init_args: {image_size: 32, pre_trained: false}}\n"
+    )
+    base = ["train", "--config", str(config), "--data", "anomalib.data.MVTecAD", "--data.root", str(tmp_path)]
+    seeded_cli()(base, run=False)
+    assert torch.initial_seed() == 42
+    seeded_cli()([*base, "--seed_everything", "7"], run=False)
+    assert torch.initial_seed() == 7
+    seeded_cli()([*base, "--seed_everything=8"], run=False)
+    assert torch.initial_seed() == 8
+    torch.manual_seed(5)
+    seeded_cli()([*base, "--seed_everything", "true"], run=False)  # anomalib's random seed: nothing applied
+    assert torch.initial_seed() == 5

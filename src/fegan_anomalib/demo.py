@@ -14,24 +14,24 @@ from pathlib import Path
 from .data.synthetic import make_synthetic_dataset
 
 
-def config_seed(config: Path, overrides: list[str]) -> int | None:
-    """Return the run's ``seed_everything``: the last ``--seed_everything`` override, else the config's.
+def seeded_cli() -> type:
+    """Return anomalib's CLI class with its ``seed_everything`` applied before the model and the data are built.
 
-    anomalib 2.7's CLI declares ``--seed_everything`` but never applies it (``anomalib/cli/cli.py``), so a
-    config's seed alone leaves ``anomalib train`` unseeded; the demo applies it itself before the CLI builds
-    the model and the data, so two demo runs train the same model.
+    anomalib 2.7's CLI declares ``--seed_everything`` (the configs set 42) but never applies it, so two runs
+    of one config train different models. The seed is read from the parsed arguments (config file and
+    overrides, as jsonargparse resolved them); ``True`` (anomalib's "random seed") leaves the run unseeded.
     """
-    import yaml  # noqa: PLC0415
+    from anomalib.cli import AnomalibCLI  # noqa: PLC0415 - heavy; only once the arguments are valid
+    from lightning.pytorch import seed_everything  # noqa: PLC0415
 
-    seed = (yaml.safe_load(config.read_text()) or {}).get("seed_everything")
-    for i, item in enumerate(overrides):
-        if item == "--seed_everything" and i + 1 < len(overrides):
-            seed = overrides[i + 1]
-        elif item.startswith("--seed_everything="):
-            seed = item.split("=", 1)[1]
-    if seed is None or isinstance(seed, bool) or str(seed).lower() in {"true", "false"}:
-        return None  # True: anomalib's "random seed"; nothing to apply
-    return int(seed)
+    class SeededCLI(AnomalibCLI):
+        def before_instantiate_classes(self) -> None:
+            super().before_instantiate_classes()
+            seed = self.config[self.subcommand].get("seed_everything")
+            if not isinstance(seed, bool) and seed is not None:
+                seed_everything(seed, workers=True)
+
+    return SeededCLI
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,13 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         make_synthetic_dataset(args.root)
         print(f"wrote the synthetic data set to {args.root}")
 
-    from anomalib.cli import AnomalibCLI  # noqa: PLC0415 - heavy; only after the arguments are valid
-    from lightning.pytorch import seed_everything  # noqa: PLC0415
-
-    seed = config_seed(args.config, overrides)
-    if seed is not None:
-        seed_everything(seed, workers=True)
-    cli = AnomalibCLI(
+    cli = seeded_cli()(
         [
             "train",
             "--config",
