@@ -30,6 +30,13 @@ from fegan_anomalib.experiments.runs import run_in_subprocess
 from fegan_anomalib.experiments.tables import markdown_table, new_figure, save_figure, write_csv
 
 AREAS = (1, 5, 10, 20, 30, 50, 70, 100)  # Table 5's M-SE area ratios, % of the image
+
+
+def area_row(area: int) -> str:
+    """Table 5's row key (and config stem, ``configs/ablation/table5/<key>.yaml``) of an area ratio in %."""
+    return f"area_{area:03d}"
+
+
 TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
     7: (
         "Table 7: contribution of each component",
@@ -43,7 +50,7 @@ TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
     ),
     5: (
         "Table 5: M-SE area ratio",
-        [(f"area_{area:03d}", f"{area} %") for area in AREAS],
+        [(area_row(area), f"{area} %") for area in AREAS],
     ),
     6: (
         "Table 6: augmentation strategy (20 % of the image altered)",
@@ -66,7 +73,7 @@ PAPER_ROWS = {
     (7, "g_d_mse"): "G + D + M-SE (L_con L_adv)",
     (7, "g_fen_mse"): "G + FEN + M-SE (L_con L_fea)",
     (7, "full"): "G + D + FEN + M-SE (all)",
-    **{(5, f"area_{area:03d}"): f"area {area}%" for area in AREAS},
+    **{(5, area_row(area)): f"area {area}%" for area in AREAS},
     (6, "cutout"): "Cutout",
     (6, "cutout_colour"): "Cutout (colour)",
     (6, "riad"): "RIAD",
@@ -170,7 +177,7 @@ def area_points(
     """``(area %, mean, sample sd)`` of each Table 5 row of ``category`` with results; sd 0 for a single run."""
     points = []
     for area in AREAS:
-        values = [run[metric] for run in results.get((f"area_{area:03d}", category), []) if metric in run]
+        values = [run[metric] for run in results.get((area_row(area), category), []) if metric in run]
         if values:
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             points.append((area, statistics.mean(values), spread))
