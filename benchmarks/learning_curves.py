@@ -80,7 +80,7 @@ class TestSetCurve(Callback):
                     fused, label, mask, self.pixel_stride
                 )
         for key, value in trainer.callback_metrics.items():
-            if key.startswith("val_") or key.endswith("_loss") or key.startswith("grad_norm/"):
+            if key.startswith("val_") or key.endswith("_loss") or key.startswith(("grad_share/", "grad_cos/")):
                 row[key] = float(value)
         self.rows.append(row)
         import pandas as pd  # noqa: PLC0415

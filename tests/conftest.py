@@ -36,8 +36,8 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TINY = ["--model.pre_trained", "false", "--model.image_size", "32", "--trainer.max_epochs", "1"]
 
 
-def anomalib_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def anomalib_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "anomalib.cli.cli", *args],
         cwd=cwd,

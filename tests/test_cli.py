@@ -102,6 +102,49 @@ def test_checkpoint_of_another_model_or_backbone_is_refused(trained: tuple[Path,
         Fegan.load_from_checkpoint(foreign, image_size=32, pre_trained=False)
 
 
+NO_NETWORK = """
+import socket
+
+
+def _unreachable(*args, **kwargs):
+    raise OSError("network is unreachable (fegan-anomalib test)")
+
+
+socket.socket.connect = _unreachable
+socket.create_connection = _unreachable
+"""
+
+
+def test_checkpoint_commands_work_offline_with_no_model_flags(
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
+) -> None:
+    """test, predict and export from a checkpoint: the FEN comes from it, its settings (32², ...) too, no download."""
+    checkpoint = torch.load(checkpoint_of(trained[0]), map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["pre_trained"] = True  # as trained online with torchvision's ImageNet weights
+    path = tmp_path / "imagenet_run.ckpt"
+    torch.save(checkpoint, path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_NETWORK)  # every socket connect fails in the CLI's process
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), "TORCH_HOME": str(tmp_path)}
+    tested = anomalib_cli(
+        "test", "--model", "FEGAN", "--ckpt_path", str(path), *cli_data(synthetic_root), cwd=tmp_path, env=env
+    )  # fmt: skip
+    assert "pixel_AUROC" in tested.stdout + tested.stderr
+    predicted = anomalib_cli(
+        "predict", "--model", "FEGAN", "--ckpt_path", str(path),
+        "--data", str(synthetic_root / "texture" / "test" / "scratch"),
+        "--default_root_dir", str(tmp_path / "predict"), cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "predict").rglob("images/**/*.png")), predicted.stderr[-2000:]
+    anomalib_cli(
+        "export", "--model", "FEGAN", "--ckpt_path", str(path), "--export_type", "openvino",
+        "--default_root_dir", str(tmp_path / "export"), cwd=tmp_path, env=env,
+    )  # fmt: skip
+    (xml,) = (tmp_path / "export").rglob("model.xml")
+    assert xml.stat().st_size > 0
+
+
 TRAIN_CONFIGS = sorted(p for p in Path(__file__).parents[1].joinpath("configs").glob("*.yaml") if p.stem != "benchmark")
 
 

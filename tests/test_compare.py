@@ -17,7 +17,7 @@ from anomalib.utils.config import flatten_dict
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.experiments.compare import epochs_for, main, model_specs
-from fegan_anomalib.experiments.peers import BenchDraem, BenchPadim
+from fegan_anomalib.experiments.peers import BenchDraem, BenchPadim, BenchPatchcore
 from fegan_anomalib.experiments.runs import run_in_subprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def test_benchmark_config_grid_is_uniform_and_finite() -> None:
     """anomalib's results table needs one key set per grid; its Engine gets no epoch count."""
     config = yaml.safe_load((REPO / "configs" / "benchmark.yaml").read_text())["benchmark"]
     jobs = list(get_iterator_from_grid_dict(config))
-    assert [job["model"]["class_path"] for job in jobs] == ["Fegan", "BenchPadim", "BenchDraem"]
+    assert [job["model"]["class_path"] for job in jobs] == ["Fegan", "BenchPadim", "BenchPatchcore", "BenchDraem"]
     assert len({tuple(sorted(flatten_dict(job))) for job in jobs}) == 1
     for job in jobs:
         model = get_model(job["model"])  # resolvable by the short name the pipeline uses
@@ -59,6 +59,21 @@ def test_padim_takes_the_vgg16_bn_weights_file(vgg16_bn_weights: Path) -> None:
     assert [f.shape[-1] for f in features.values()] == [8, 4, 2]  # strides 4, 8, 16
     with pytest.raises(ValueError, match="max_epochs must be 1"):
         BenchPadim(max_epochs=3, pre_trained=False)
+
+
+def test_patchcore_takes_the_vgg16_bn_weights_file(vgg16_bn_weights: Path) -> None:
+    model = BenchPatchcore(image_size=32, pre_trained=False, weights=str(vgg16_bn_weights))
+    extractor = model.model.feature_extractor
+    assert list(extractor.out_dims) == [512, 512]
+    first_conv = next(p for n, p in extractor.named_parameters() if n.endswith("weight"))
+    assert torch.equal(first_conv, torch.load(vgg16_bn_weights)["features.0.weight"])
+    features = extractor(torch.rand(1, 3, 32, 32))
+    assert [f.shape[-1] for f in features.values()] == [4, 2]  # strides 8, 16
+    model.model.train()
+    embedding = model.model(torch.rand(2, 3, 32, 32))
+    assert embedding.shape == (2 * 4 * 4, 1024)  # one 1024-d patch vector per stride-8 cell
+    with pytest.raises(ValueError, match="max_epochs must be 1"):
+        BenchPatchcore(max_epochs=3, pre_trained=False)
 
 
 def test_draem_budget_and_offline_errors(tmp_path: Path) -> None:
@@ -127,14 +142,15 @@ def test_compare_end_to_end(tmp_path: Path, synthetic_root: Path, vgg16_bn_weigh
     ])  # fmt: skip
     with (out / "results.csv").open() as handle:
         rows = {row["model"]: row for row in csv.DictReader(handle)}
-    assert set(rows) == {"Fegan", "BenchPadim", "BenchDraem"}
+    assert set(rows) == {"Fegan", "BenchPadim", "BenchPatchcore", "BenchDraem"}
     for name, row in rows.items():
         assert "error" not in row or not row["error"], name
         assert float(row["train_seconds_per_image"]) > 0 and float(row["openvino_ms_per_image"]) > 0
         assert float(row["peak_rss_mb"]) > 100 and float(row["openvino_ir_mb"]) > 0
         assert int(row["epochs"]) == 1
-    assert len({row["pixel_AUROC"] for row in rows.values()}) == 3  # each model's own figure, not one copied
-    assert rows["Fegan"]["condition"] == rows["BenchPadim"]["condition"] == "stand-in VGG16-BN"
+    assert len({row["pixel_AUROC"] for row in rows.values()}) == 4  # each model's own figure, not one copied
+    assert rows["Fegan"]["condition"] == rows["BenchPadim"]["condition"] == rows["BenchPatchcore"]["condition"]
+    assert rows["Fegan"]["condition"] == "stand-in VGG16-BN"
     report = (out / "results.md").read_text()
     assert "FEGAN vs DRAEM: training" in report and "32x32" in report
     assert (out / "results.png").stat().st_size > 1000

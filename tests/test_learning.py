@@ -101,7 +101,8 @@ def test_planted_validation_fit_writes_curves_images_and_measures_train_stats(
     assert [float(row["epoch"]) for row in rows] == [0.0, 1.0]
     for column in ("feature_loss", "content_loss", "val_image_AUROC", "val_pixel_AUROC", "val_F_pixel_AUROC"):
         assert all(row[column] for row in rows), column
-    assert float(rows[0]["grad_norm/feature_at_encoder"]) > 0
+    shares = [float(rows[0][f"grad_share/{term}_at_encoder"]) for term in ("feature", "content", "adversarial")]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-3)
     figure = Image.open(run / "learning_curves.png")
     assert figure.size[0] > 1000  # three panels
     grid = Image.open(run / "training_images" / "epoch_001.png")  # the last epoch's

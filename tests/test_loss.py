@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from fegan_anomalib.models.fegan.loss import DiscriminatorLoss, GeneratorLoss
 
@@ -42,3 +43,46 @@ def test_feature_matching_adversarial_term_and_discriminator_loss() -> None:
     assert float(DiscriminatorLoss()(torch.zeros(3), torch.zeros(3))) == pytest.approx(2 * 0.6931, abs=1e-4)
     with pytest.raises(ValueError, match="adversarial_loss"):
         GeneratorLoss(adversarial="wasserstein")
+
+
+def test_gradient_shares_known_answer() -> None:
+    # encoder p, decoder q; λ_fea·L_fea = 2·(p·a) reaches p only, λ_con·L_con = 3·(p·b + q·c) reaches both
+    p, q = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    a, b, c = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 2.0])
+    loss = GeneratorLoss(lambda_fea=2.0, lambda_con=3.0)
+    terms = {"feature_loss": (p * a).sum(), "content_loss": (p * b).sum() + (q * c).sum()}
+    shares = loss.gradient_shares(terms, [p], [q])
+    g_fea, g_con = torch.tensor([2.0, 0.0]), torch.tensor([3.0, 3.0])  # at the encoder
+    g = g_fea + g_con
+    assert float(shares["grad_share/feature_at_encoder"]) == pytest.approx(float(g_fea @ g / (g @ g)))
+    assert float(shares["grad_share/content_at_encoder"]) == pytest.approx(float(g_con @ g / (g @ g)))
+    assert float(shares["grad_cos/feature_content_at_encoder"]) == pytest.approx(2**-0.5)
+    assert float(shares["grad_share/content_at_decoder"]) == pytest.approx(1.0)  # the only term there
+    assert "grad_share/feature_at_decoder" not in shares
+
+
+def test_gradient_shares_move_when_the_weights_change() -> None:
+    # 0.1's grad_norm/feature_at_encoder was λ/√(B·h·w) whatever the weights; the shares must not be constant
+    from fegan_anomalib.models.fegan.torch_model import FeganModel
+
+    torch.manual_seed(0)
+    model = FeganModel((32, 32), pre_trained=False, channels_last=False).train()
+    images = torch.rand(2, 3, 32, 32)
+    loss = GeneratorLoss(adversarial="feature_matching")
+
+    def shares() -> dict[str, float]:
+        output = model(images, images)
+        real = model.to_gan_range(images)
+        adversarial = loss.adversarial_input(model.discriminator, real, output.reconstruction)
+        _, terms = loss(real, output.reconstruction, output.fen_features, output.encoder_features, adversarial)
+        encoder, decoder = list(model.encoder.parameters()), list(model.decoder.parameters())
+        return {k: float(v) for k, v in loss.gradient_shares(terms, encoder, decoder).items()}
+
+    before = shares()
+    with torch.no_grad():
+        for parameter in model.encoder.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    after = shares()
+    assert set(before) == set(after)
+    moved = [key for key in before if abs(before[key] - after[key]) > 1e-3]
+    assert "grad_share/feature_at_encoder" in moved, (before, after)

@@ -45,8 +45,29 @@ def test_offline_imagenet_error_names_the_options(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached file to fall back on
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    model = Fegan(image_size=32, pre_trained=True)  # building reads no weights (a checkpoint may bring them)
     with pytest.raises(RuntimeError, match="offline") as error:
-        Fegan(image_size=32, pre_trained=True)
+        model.on_fit_start()  # a fit from scratch needs them
     message = str(error.value)
     assert "--model.weights PATH" in message
     assert "--model.pre_trained false" in message
+
+
+def test_fen_weights_are_read_at_fit_start_into_fen_and_encoder(tmp_path: Path) -> None:
+    reference = torchvision.models.vgg16_bn().state_dict()
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save({k: v for k, v in reference.items() if k.startswith("features.")}, path)
+    model = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(path))
+    assert not torch.equal(model.model.fen[0].weight, reference["features.0.weight"])  # not read when built
+    state = torch.random.get_rng_state()
+    model.on_fit_start()
+    assert torch.equal(torch.random.get_rng_state(), state)  # loading draws nothing from the run's RNG
+    assert torch.equal(model.model.fen[0].weight, reference["features.0.weight"])
+    assert torch.equal(model.model.encoder[0].weight, reference["features.0.weight"])  # encoder_init: pretrained
+    assert torch.equal(model.model.fen[1].running_var, reference["features.1.running_var"])
+    model.model.fen[0].weight.data.zero_()
+    model.on_fit_start()  # once: a second fit (or a restored checkpoint) keeps what the FEN holds
+    assert float(model.model.fen[0].weight.abs().sum()) == 0.0
+    missing = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
+        missing.on_fit_start()

@@ -484,7 +484,7 @@ def plot_learning_curves(table: object, path: Path) -> None:
 
     panels = [
         ("losses", [c for c in table.columns if c.endswith("_loss")], "log"),
-        ("gradient norm at encoder / decoder output", [c for c in table.columns if c.startswith("grad_norm/")], "log"),
+        ("share of the generator's update", [c for c in table.columns if c.startswith("grad_share/")], "linear"),
         ("validation", [c for c in table.columns if c.startswith("val_")], "linear"),
     ]
     panels = [panel for panel in panels if panel[1]]
@@ -494,7 +494,7 @@ def plot_learning_curves(table: object, path: Path) -> None:
             values = table[["epoch", column]].dropna()
             if scale == "log":
                 values = values[values[column] > 0]
-            label = column.removeprefix("grad_norm/")
+            label = column.removeprefix("grad_share/")
             axis.plot(values["epoch"], values[column], marker="o", markersize=3, label=label)
         axis.set_yscale(scale)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -1,18 +1,18 @@
-"""``fegan-compare``: FEGAN beside PaDiM and DRAEM under one stated budget, quality and cost.
+"""``fegan-compare``: FEGAN beside PaDiM, PatchCore and DRAEM under one stated budget, quality and cost.
 
     fegan-compare --root DATA --categories hazelnut_mini magnetic_tile \
         --weights standin_vgg16bn.pth --image-size 128 --out compare_results
 
-For every category it trains and tests FEGAN, PaDiM and DRAEM, each in its own process (see
+For every category it trains and tests FEGAN, PaDiM, PatchCore and DRAEM, each in its own process (see
 ``fegan_anomalib.experiments.runs``), and writes ``results.csv``, ``results.md`` and ``results.png``: image and
 pixel AUROC, AUPRO, both IoUs, training seconds per image, inference ms per image (torch and
 OpenVINO FP32, batch 1, whole pipeline), peak RSS, model size, and the weights each model ran with.
 
 The epoch budget is given in training images seen (``--fegan-images``, ``--draem-images``), turned
 into whole epochs per category (at least one), so a small set gets more epochs than a large one.
-PaDiM always fits in one epoch. With ``--weights`` (a torchvision VGG16-BN state dict, e.g. the
-stand-in from ``fegan-build-weights``) FEGAN uses it as FEN cut at ``relu5_2`` and PaDiM uses the same
-network as its backbone; without it both start from random weights. DRAEM trains from scratch,
+PaDiM and PatchCore always fit in one epoch. With ``--weights`` (a torchvision VGG16-BN state dict, e.g.
+the stand-in from ``fegan-build-weights``) FEGAN uses it as FEN cut at ``relu5_2`` and PaDiM and PatchCore
+use the same network as their backbone; without it all three start from random weights. DRAEM trains from scratch,
 with DTD textures when ``--dtd-dir`` is given, else anomalib's Perlin-noise sources.
 """
 
@@ -29,8 +29,8 @@ from fegan_anomalib.experiments.runs import run_in_subprocess
 from fegan_anomalib.experiments.tables import grouped_bars, markdown_table, new_figure, save_figure, write_csv
 from fegan_anomalib.image_io import list_images
 
-MODELS = ("Fegan", "BenchPadim", "BenchDraem")
-LABELS = {"Fegan": "FEGAN", "BenchPadim": "PaDiM", "BenchDraem": "DRAEM"}
+MODELS = ("Fegan", "BenchPadim", "BenchPatchcore", "BenchDraem")
+LABELS = {"Fegan": "FEGAN", "BenchPadim": "PaDiM", "BenchPatchcore": "PatchCore", "BenchDraem": "DRAEM"}
 COLUMNS = (
     ("image_AUROC", "image AUROC", ".3f"),
     ("pixel_AUROC", "pixel AUROC", ".3f"),
@@ -68,10 +68,10 @@ def model_specs(args: argparse.Namespace, train_images: int) -> dict[str, dict[s
     size = args.image_size
     if args.weights:
         fegan_weights = {"backbone": "vgg16_bn", "tap": "relu5_2", "weights": str(args.weights)}
-        fegan_condition = padim_condition = "stand-in VGG16-BN"
+        fegan_condition = padim_condition = patchcore_condition = "stand-in VGG16-BN"
     else:
         fegan_weights = {"pre_trained": False}
-        fegan_condition, padim_condition = "random VGG19", "random ResNet-18"
+        fegan_condition, padim_condition, patchcore_condition = "random VGG19", "random ResNet-18", "random WRN-50-2"
     return {
         "Fegan": {
             "class_path": "Fegan",
@@ -94,6 +94,16 @@ def model_specs(args: argparse.Namespace, train_images: int) -> dict[str, dict[s
                 "visualizer": False,
             },
             "condition": padim_condition,
+        },
+        "BenchPatchcore": {
+            "class_path": "BenchPatchcore",
+            "init_args": {
+                "image_size": size,
+                "pre_trained": False,
+                "weights": str(args.weights) if args.weights else None,
+                "visualizer": False,
+            },
+            "condition": patchcore_condition,
         },
         "BenchDraem": {
             "class_path": "BenchDraem",
@@ -239,7 +249,8 @@ def _header(args: argparse.Namespace) -> str:
 
     return (
         f"Budget: {args.image_size}x{args.image_size}, batch {args.batch_size}, FEGAN {args.fegan_images} / DRAEM "
-        f"{args.draem_images} training images per category (whole epochs), PaDiM one epoch, seed {args.seed}. "
+        f"{args.draem_images} training images per category (whole epochs), PaDiM and PatchCore one epoch, "
+        f"seed {args.seed}. "
         f"Machine: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU. "
         "Inference: batch 1, whole pipeline (resize, model, post-processing), median; OpenVINO FP32 (f32 hint)."
     )

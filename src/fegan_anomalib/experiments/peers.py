@@ -1,7 +1,7 @@
-"""PaDiM and DRAEM set up to run beside FEGAN in one benchmark grid, offline.
+"""PaDiM, PatchCore and DRAEM set up to run beside FEGAN in one benchmark grid, offline.
 
-anomalib's benchmark pipeline (``anomalib benchmark``) cannot run anomalib's own ``Padim`` and
-``Draem`` beside FEGAN as they are, for three reasons this module removes:
+anomalib's benchmark pipeline (``anomalib benchmark``) cannot run anomalib's own ``Padim``, ``Patchcore``
+and ``Draem`` beside FEGAN as they are, for three reasons this module removes:
 
 - It builds its ``Engine`` without an epoch count, and ``Draem`` sets none, so Lightning's
   default of 1000 epochs applies. ``BenchDraem`` takes ``max_epochs`` as FEGAN does.
@@ -9,12 +9,13 @@ anomalib's benchmark pipeline (``anomalib benchmark``) cannot run anomalib's own
   columns: the same constructor keys and the same metrics. Every model here takes
   ``image_size``, ``max_epochs`` and ``pre_trained`` and is scored by FEGAN's evaluator (image and
   pixel AUROC, AUPRO, F1, both IoUs), which also gives the peers the paper's figures.
-- Offline, ``Padim`` needs ``pre_trained=False`` and ``Draem`` downloads DTD when ``dtd_dir`` is
-  missing. ``BenchDraem`` with ``dtd_dir=None`` uses anomalib's Perlin-noise anomaly sources.
+- Offline, ``Padim`` and ``Patchcore`` need ``pre_trained=False`` and ``Draem`` downloads DTD when
+  ``dtd_dir`` is missing. ``BenchDraem`` with ``dtd_dir=None`` uses anomalib's Perlin-noise anomaly sources.
 
-``BenchPadim(weights=PATH)`` also gives PaDiM the FEGAN backbone with a local torchvision VGG16-BN
-state dict (e.g. the stand-in from ``fegan-build-weights``), so both models can be compared on
-the same pre-trained features: anomalib's ``Padim`` accepts only a timm model name.
+``BenchPadim(weights=PATH)`` and ``BenchPatchcore(weights=PATH)`` also give PaDiM and PatchCore the FEGAN
+backbone with a local torchvision VGG16-BN state dict (e.g. the stand-in from ``fegan-build-weights``), so
+the models can be compared on the same pre-trained features: anomalib's ``Padim`` and ``Patchcore`` accept
+only a timm model name.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from anomalib.models import Draem, Padim
+from anomalib.models import Draem, Padim, Patchcore
 from anomalib.models.components.feature_extractors import TimmFeatureExtractor
 from anomalib.visualization import Visualizer
 from torch import nn
@@ -32,11 +33,13 @@ from torch import nn
 from fegan_anomalib.models.fegan.backbone import build_fen
 from fegan_anomalib.models.fegan.lightning_model import Fegan
 
-__all__ = ["BenchDraem", "BenchPadim"]
+__all__ = ["BenchDraem", "BenchPadim", "BenchPatchcore"]
 
 # PaDiM on a VGG16-BN: relu3_3, relu4_3, relu5_2 (strides 4, 8, 16, as ResNet's layer1-3; the stand-in
 # weights end at relu5_2, the tap FEGAN uses with them).
 VGG16_BN_PADIM_LAYERS = ("features.22", "features.32", "features.39")
+# PatchCore on a VGG16-BN: relu4_3 and relu5_2 (strides 8 and 16, as wide ResNet-50's layer2-3, its default)
+VGG16_BN_PATCHCORE_LAYERS = ("features.32", "features.39")
 
 
 def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -53,6 +56,18 @@ class _VggFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Run the stack."""
         return self.features(images)
+
+
+def vgg16_bn_extractor(weights: str, layers: tuple[str, ...]) -> TimmFeatureExtractor:
+    """Anomalib's feature extractor over the local VGG16-BN (cut at relu5_2), returning ``layers``."""
+    vgg = _VggFeatures(build_fen("vgg16_bn", "relu5_2", weights=weights))
+    return TimmFeatureExtractor(backbone=vgg, layers=list(layers)).eval()
+
+
+def _check_single_epoch(name: str, max_epochs: int) -> None:
+    if max_epochs != 1:
+        msg = f"{name} fits in one pass over the training set; max_epochs must be 1, got {max_epochs}."
+        raise ValueError(msg)
 
 
 class BenchPadim(Padim):
@@ -79,9 +94,7 @@ class BenchPadim(Padim):
         n_features: int | None = None,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if max_epochs != 1:
-            msg = f"PaDiM fits its Gaussians in one pass over the training set; max_epochs must be 1, got {max_epochs}."
-            raise ValueError(msg)
+        _check_single_epoch("PaDiM", max_epochs)
         super().__init__(
             backbone=backbone,
             layers=layers or ["layer1", "layer2", "layer3"],
@@ -96,15 +109,57 @@ class BenchPadim(Padim):
 
     def _use_vgg16_bn(self, weights: str, n_features: int) -> None:
         """Swap the timm backbone for the local VGG16-BN, redrawing PaDiM's random channel subset."""
-        features = build_fen("vgg16_bn", "relu5_2", weights=weights)
-        vgg = _VggFeatures(features)
         padim = self.model
         padim.backbone = "vgg16_bn (weights file)"
         padim.layers = list(VGG16_BN_PADIM_LAYERS)
-        padim.feature_extractor = TimmFeatureExtractor(backbone=vgg, layers=padim.layers).eval()
+        padim.feature_extractor = vgg16_bn_extractor(weights, VGG16_BN_PADIM_LAYERS)
         padim.n_features_original = sum(padim.feature_extractor.out_dims)
         padim.n_features = n_features
         padim.idx = torch.randperm(padim.n_features_original)[:n_features]
+
+
+class BenchPatchcore(Patchcore):
+    """PatchCore with an image size, FEGAN's evaluator and optionally a local VGG16-BN backbone.
+
+    The anomalib model a user would pick instead of FEGAN, so every comparison shows it.
+
+    Args:
+        image_size: input (H, W) of the resize in the pre-processor (no centre crop). Defaults to ``256``.
+        max_epochs: PatchCore fills its memory bank in one pass; any other value is an error. Defaults to ``1``.
+        pre_trained: timm ImageNet weights for ``backbone`` (needs a download). Defaults to ``True``.
+        weights: torchvision-keyed VGG16-BN state dict; when given, the backbone is that VGG16-BN tapped at
+            relu4_3 and relu5_2, and ``backbone``/``layers`` are ignored.
+        backbone, layers, coreset_sampling_ratio, num_neighbors: as for anomalib's ``Patchcore``.
+
+    """
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int] = 256,
+        max_epochs: int = 1,
+        pre_trained: bool = True,
+        weights: str | None = None,
+        backbone: str = "wide_resnet50_2",
+        layers: list[str] | None = None,
+        coreset_sampling_ratio: float = 0.1,
+        num_neighbors: int = 9,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        _check_single_epoch("PatchCore", max_epochs)
+        super().__init__(
+            backbone=backbone,
+            layers=layers or ["layer2", "layer3"],
+            pre_trained=pre_trained and weights is None,
+            coreset_sampling_ratio=coreset_sampling_ratio,
+            num_neighbors=num_neighbors,
+            pre_processor=Patchcore.configure_pre_processor(_size(image_size)),
+            evaluator=Fegan.configure_evaluator(),
+            visualizer=visualizer,
+        )
+        if weights is not None:
+            self.model.backbone = "vgg16_bn (weights file)"
+            self.model.layers = list(VGG16_BN_PATCHCORE_LAYERS)
+            self.model.feature_extractor = vgg16_bn_extractor(weights, VGG16_BN_PATCHCORE_LAYERS)
 
 
 class BenchDraem(Draem):

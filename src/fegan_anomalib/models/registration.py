@@ -10,12 +10,12 @@ from __future__ import annotations
 
 
 def register_with_anomalib() -> None:
-    """Expose ``Fegan``/``FEGAN`` and the benchmark peers ``BenchPadim``/``BenchDraem`` in ``anomalib.models``."""
+    """Expose ``Fegan``/``FEGAN`` and the peers ``BenchPadim``/``BenchPatchcore``/``BenchDraem`` in anomalib.models."""
     import anomalib.models  # noqa: PLC0415 - already imported as the parent of anomalib.models.components
 
-    from fegan_anomalib.experiments.peers import BenchDraem, BenchPadim  # noqa: PLC0415 - imports Fegan
+    from fegan_anomalib.experiments.peers import BenchDraem, BenchPadim, BenchPatchcore  # noqa: PLC0415 - imports Fegan
 
     from .fegan.lightning_model import FEGAN, Fegan  # noqa: PLC0415
 
-    for model in (Fegan, FEGAN, BenchPadim, BenchDraem):
+    for model in (Fegan, FEGAN, BenchPadim, BenchPatchcore, BenchDraem):
         setattr(anomalib.models, model.__name__, model)

@@ -7,6 +7,7 @@ of the training recipe, so they live here rather than in ``lightning_model.py``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -24,6 +25,23 @@ ARCHITECTURE_KEY = "fegan_architecture"
 ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen", "feature_distance")
 # what a checkpoint written before a field was recorded had: its value then
 ARCHITECTURE_DEFAULTS = {"feature_distance": "l2"}
+# the Fegan arguments that build FeganModel: a checkpoint supplies those a command line left at their defaults
+MODEL_ARGUMENTS = (
+    "image_size",
+    "backbone",
+    "tap",
+    "pre_trained",
+    "weights",
+    "encoder_init",
+    "encoder_batchnorm",
+    "use_discriminator",
+    "use_fen",
+    "feature_map_weight",
+    "component_norm",
+    "sigma",
+    "feature_distance",
+    "channels_last",
+)
 
 
 def check_arguments(input_size: tuple[int, int] | None, image_size: tuple[int, int], max_epochs: int | None) -> None:
@@ -154,6 +172,31 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], own: dict[str, torch.Tenso
         "(e.g. --model.backbone/--model.tap/--model.image_size as it was trained), or a checkpoint trained with these."
     )
     raise ValueError(msg)
+
+
+def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], model_class: type) -> dict[str, Any]:
+    """Return the checkpoint's model arguments for each one ``hparams`` leaves at its default, where they differ.
+
+    anomalib's CLI builds the model from the command line before it loads ``--ckpt_path``, so ``anomalib
+    test|predict --model FEGAN --ckpt_path CKPT`` would otherwise build a default FEGAN (256², ...) and refuse
+    a checkpoint trained at 128². An argument given on the command line (a non-default value) is kept: a
+    scoring option (``sigma``, ``feature_map_weight``, ``component_norm``) then rescores the checkpoint, an
+    architecture argument that differs is refused by :func:`check_checkpoint_fits`. Empty for a checkpoint
+    that is not FEGAN's (that function names it).
+    """
+    saved = checkpoint.get("hyper_parameters", {})
+    if "backbone" not in saved:
+        return {}
+    defaults = {
+        name: parameter.default for name, parameter in inspect.signature(model_class.__init__).parameters.items()
+    }
+    return {
+        name: saved[name]
+        for name in MODEL_ARGUMENTS
+        if name in saved
+        and _same(hparams.get(name)) == _same(defaults.get(name))
+        and _same(saved[name]) != _same(defaults.get(name))
+    }
 
 
 def _same(value: Any) -> Any:

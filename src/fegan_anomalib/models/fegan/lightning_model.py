@@ -53,12 +53,14 @@ from .fen_cache import FenFeatureCache
 from .guards import (
     ARCHITECTURE_FIELDS,
     ARCHITECTURE_KEY,
+    MODEL_ARGUMENTS,
     DiscriminatorCollapse,
     RequireTrainStats,
     check_arguments,
     check_checkpoint_fits,
     check_exportable,
     check_finite,
+    checkpoint_settings,
 )
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .renamed import rename_in_place
@@ -109,8 +111,9 @@ class Fegan(AnomalibModule):
         augmenter_max_patch_ratio (float): M-SE's largest patch / image area. Defaults to ``0.01``.
         augmenter_seed (int): seeds the augmenter with (seed, global step, rank), not the global RNG, so a
             resumed run repeats the uninterrupted one and DDP ranks differ. Defaults to ``0``.
-        gradient_norm_every (int): log each weighted loss term's gradient norm at the encoder's and decoder's
-            output every this many batches (``grad_norm/*``); ``0`` never. Defaults to ``10``.
+        gradient_norm_every (int): every this many batches, log each weighted loss term's share of the update at
+            the encoder's and the decoder's parameters and the cosines between the terms' gradients
+            (``grad_share/*``, ``grad_cos/*``: ``GeneratorLoss.gradient_shares``); ``0`` never. Defaults to ``10``.
         fen_cache_mb (float): memory for the frozen FEN's features of each clean training image, reused every
             epoch (keyed by content; switches itself off when no image repeats); ``0`` off. Defaults to ``1024``.
         lr (float): Adam learning rate of G and D. Defaults to ``2e-4``.
@@ -181,28 +184,17 @@ class Fegan(AnomalibModule):
         d_collapse_loss: float | None = None,
     ) -> None:
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        default_pre_processor = pre_processor is True
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(size)
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
         rename_in_place(self.hparams)  # the deprecated names of 0.1, if given, win (with a FutureWarning)
         h = self.hparams
         check_arguments(self.input_size, size, max_epochs)
-        self.model = FeganModel(
-            image_size=size,
-            backbone=backbone,
-            tap=tap,
-            pre_trained=pre_trained,
-            weights=weights,
-            encoder_init=encoder_init,
-            encoder_batchnorm=encoder_batchnorm,
-            use_discriminator=use_discriminator,
-            use_fen=use_fen,
-            feature_map_weight=h.feature_map_weight,
-            component_norm=component_norm,
-            sigma=sigma,
-            feature_distance=feature_distance,
-            channels_last=channels_last,
-        )
+        self._default_pre_processor = default_pre_processor  # resized with the model when a checkpoint sets the size
+        self.model = self._build_model()
+        # pre-trained FEN weights: read at fit start, unless a checkpoint brings them
+        self._fen_loaded = not self.model.has_fen_source
         self.augmenter = build_augmentation(
             h.augmenter, h.augmenter_area_ratio, h.augmenter_max_patch_ratio, **(h.augmenter_args or {})
         )
@@ -221,6 +213,12 @@ class Fegan(AnomalibModule):
         self.discriminator_collapse = DiscriminatorCollapse(h.d_collapse_threshold, d_collapse_steps)
         self.component_auroc = ComponentAUROC()
         self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
+
+    def _build_model(self) -> FeganModel:
+        """Build the torch model from the module's arguments (its FEN weights are read at ``on_fit_start``)."""
+        h = self.hparams
+        size = (h.image_size, h.image_size) if isinstance(h.image_size, int) else tuple(h.image_size)
+        return FeganModel(image_size=size, **{name: h[name] for name in MODEL_ARGUMENTS if name != "image_size"})
 
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
@@ -284,9 +282,11 @@ class Fegan(AnomalibModule):
             real, output.reconstruction, output.fen_features, output.encoder_features, adversarial
         )
         check_finite({"generator_loss": g_loss, **terms}, self.global_step, self.current_epoch)
-        gradient_norms = {}
+        gradient_shares = {}
         if self.gradient_norm_every > 0 and batch_idx % self.gradient_norm_every == 0:
-            gradient_norms = self.generator_loss.gradient_norms(terms, output.encoder_features, output.reconstruction)
+            gradient_shares = self.generator_loss.gradient_shares(
+                terms, list(self.model.encoder.parameters()), list(self.model.decoder.parameters())
+            )
         g_opt.zero_grad()
         self.manual_backward(g_loss)
         g_opt.step()
@@ -304,9 +304,21 @@ class Fegan(AnomalibModule):
             if self.discriminator_collapse.update(float(d_loss.detach()), discriminator, d_opt, self.global_step):
                 self.log("discriminator_reinit", 1.0, on_step=True, on_epoch=False)
         self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
-        if gradient_norms:
-            self.log_dict(gradient_norms, on_step=False, on_epoch=True, batch_size=len(clean))
+        if gradient_shares:
+            self.log_dict(gradient_shares, on_step=False, on_epoch=True, batch_size=len(clean))
         return losses
+
+    def on_fit_start(self) -> None:
+        """Load the FEN's pre-trained weights, once, unless a checkpoint restored them (``on_load_checkpoint``).
+
+        After Lightning's checkpoint restore, so ``--ckpt_path`` never downloads what it replaces; also at the
+        start of a test, predict or validation of a model that was neither fitted nor loaded.
+        """
+        if not self._fen_loaded:
+            self.model.load_fen_weights()
+            self._fen_loaded = True
+
+    on_validation_start = on_test_start = on_predict_start = on_fit_start
 
     def on_train_start(self) -> None:
         """Start every fit with an empty FEN cache: the FEN's weights may have been loaded since."""
@@ -379,7 +391,14 @@ class Fegan(AnomalibModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another model or FEGAN configuration, naming the difference (``guards``)."""
         self.trained_epochs = checkpoint["epoch"] + 1 if "epoch" in checkpoint else None  # for test reports
+        adopted = checkpoint_settings(checkpoint, self.hparams, type(self))
+        if adopted:  # arguments left at their defaults take the checkpoint's: rebuild before its weights load
+            self.hparams.update(adopted)
+            self.model = self._build_model().to(self.device)
+            if "image_size" in adopted and self._default_pre_processor:
+                self.pre_processor = self.configure_pre_processor(self.model.image_size)
         check_checkpoint_fits(checkpoint, self.state_dict(), self.hparams)
+        self._fen_loaded = True
         super().on_load_checkpoint(checkpoint)
 
     def to_torch(self, *args: Any, **kwargs: Any) -> Any:

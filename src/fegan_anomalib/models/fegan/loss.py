@@ -9,6 +9,8 @@ last features of the real image and of the reconstruction).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -116,35 +118,39 @@ class GeneratorLoss(nn.Module):
             return discriminator.features(real).detach(), discriminator.features(reconstruction)
         return discriminator(reconstruction)
 
-    def gradient_norms(
+    def gradient_shares(
         self,
         terms: dict[str, torch.Tensor],
-        encoder_features: torch.Tensor,
-        reconstruction: torch.Tensor,
+        encoder_parameters: list[nn.Parameter],
+        decoder_parameters: list[nn.Parameter],
     ) -> dict[str, torch.Tensor]:
-        """Norm of each weighted term's gradient at the encoder's output and at the decoder's output.
+        """Each weighted term's share of the generator's update, and the cosines between the terms' gradients.
 
-        Which term steers the generator is a question of gradients, not of loss values: the
-        adversarial term can be large and still push weakly. Measured at the two activations
-        (not the weights) so it costs a backward through decoder and discriminator only; the graph
-        is kept for the real backward. Keys: ``grad_norm/<term>_at_encoder`` / ``..._at_decoder``.
+        At the encoder's and at the decoder's *parameters*, with ``g_t`` the gradient of ``λ_t·L_t`` and
+        ``g = Σ g_t`` the update's gradient: share ``s_t = ⟨g_t, g⟩ / ‖g‖²`` (the shares sum to 1; a negative
+        share pulls against the update) and ``cos(g_a, g_b)`` for each pair of terms that reaches the group.
+        Why not the norm of each term's gradient at the encoder's or decoder's *output* (0.1's ``grad_norm/*``):
+        the gradient of a mean of per-location L2 norms, or of a mean absolute error, with respect to its
+        input has a fixed length (``λ/√N``) whatever the weights, so those figures never moved. A term that
+        does not reach a group (``L_fea`` and the decoder) gets no key there. Costs one backward through the
+        generator per term; the graph is kept for the real backward. Keys: ``grad_share/<term>_at_<group>``,
+        ``grad_cos/<term>_<term>_at_<group>``.
         """
-        norms = {}
+        groups = {"encoder": [p for p in encoder_parameters if p.requires_grad]}
+        groups["decoder"] = [p for p in decoder_parameters if p.requires_grad]
+        parameters = groups["encoder"] + groups["decoder"]
+        split = len(groups["encoder"])
+        gradients: dict[str, dict[str, torch.Tensor]] = {"encoder": {}, "decoder": {}}
         for name, term in terms.items():
-            at_encoder, at_decoder = torch.autograd.grad(
-                self.weights[name] * term,
-                [encoder_features, reconstruction],
-                retain_graph=True,
-                allow_unused=True,
-            )
-            short = name.removesuffix("_loss")
-            for where, gradient in (("encoder", at_encoder), ("decoder", at_decoder)):
-                if gradient is None:  # the term does not reach this activation
-                    value = torch.zeros((), device=reconstruction.device)
-                else:
-                    value = torch.linalg.vector_norm(gradient.detach().float())
-                norms[f"grad_norm/{short}_at_{where}"] = value
-        return norms
+            grads = torch.autograd.grad(self.weights[name] * term, parameters, retain_graph=True, allow_unused=True)
+            for where, part in (("encoder", grads[:split]), ("decoder", grads[split:])):
+                if any(g is not None for g in part):  # the term reaches this group
+                    flat = [
+                        (g if g is not None else torch.zeros_like(p)).detach().float().flatten()
+                        for g, p in zip(part, groups[where], strict=True)
+                    ]
+                    gradients[where][name.removesuffix("_loss")] = torch.cat(flat)
+        return {key: value for where, vectors in gradients.items() for key, value in _shares(vectors, where).items()}
 
     @property
     def weights(self) -> dict[str, float]:
@@ -161,3 +167,16 @@ class DiscriminatorLoss(nn.Module):
         real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
         fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         return real + fake
+
+
+def _shares(vectors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """``s_t = ⟨g_t, g⟩ / ‖g‖²`` of each term and ``cos(g_a, g_b)`` of each pair, in one parameter group."""
+    if not vectors:
+        return {}
+    total = torch.stack(list(vectors.values())).sum(0)
+    squared = total.dot(total).clamp_min(1e-30)
+    values = {f"grad_share/{name}_at_{where}": vector.dot(total) / squared for name, vector in vectors.items()}
+    for a, b in itertools.combinations(vectors, 2):
+        norms = torch.linalg.vector_norm(vectors[a]) * torch.linalg.vector_norm(vectors[b])
+        values[f"grad_cos/{a}_{b}_at_{where}"] = vectors[a].dot(vectors[b]) / norms.clamp_min(1e-30)
+    return values

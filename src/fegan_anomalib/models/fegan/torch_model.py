@@ -8,6 +8,11 @@ reconstruct the clean image; a DCGAN discriminator sharpens the reconstruction. 
 the FEN-vs-encoder feature distance and the image-vs-reconstruction distance, fused, give the
 anomaly map (Eq. 6-10).
 
+The FEN's pre-trained weights (ImageNet, or a local file) are not read when the model is built but
+by :meth:`FeganModel.load_fen_weights`, which the Lightning module calls when a fit starts from no
+checkpoint: a model restored from a checkpoint gets its FEN from the checkpoint, so ``anomalib
+test|predict|export --ckpt_path`` never downloads (or needs the weights file of) what it replaces.
+
 The model receives images in [0, 1] (the pre-processor only resizes, **[A5]**); the ImageNet
 normalisation and the [-1, 1] range of the decoder live here so an exported graph holds them.
 Nothing random or training-only runs in eval mode, so export sees only FEN, encoder, decoder
@@ -150,9 +155,10 @@ class FeganModel(nn.Module):
         image_size: (H, W) of the model input; both must be multiples of the tap's stride.
         backbone: torchvision VGG. Defaults to ``"vgg19"``.
         tap: FEN/encoder cut **[A1]**. Defaults to ``"relu5_4"``.
-        pre_trained: torchvision ImageNet weights for the FEN. Defaults to ``True``.
-        weights: local torchvision-keyed state dict for the FEN (overrides ``pre_trained``).
-        encoder_init: ``"pretrained"`` (copy of the FEN) or ``"random"`` **[A2]**.
+        pre_trained: torchvision ImageNet weights for the FEN, read by :meth:`load_fen_weights`. Defaults to ``True``.
+        weights: local torchvision-keyed state dict for the FEN (overrides ``pre_trained``), read likewise.
+        encoder_init: ``"pretrained"`` (copy of the FEN, also when :meth:`load_fen_weights` loads it) or
+            ``"random"`` **[A2]**.
         encoder_batchnorm: ``"frozen"`` (default): the encoder's BatchNorm layers (``_bn`` backbones) keep
             the statistics they were built with (the FEN's, or 0/1 for a random encoder); ``"train"``: they
             use batch statistics in training and update their running statistics.
@@ -206,9 +212,12 @@ class FeganModel(nn.Module):
                 f"'{tap}'. Use a multiple of {stride} (e.g. {max(stride, round(image_size[0] / stride) * stride)})."
             )
             raise ValueError(msg)
+        self.image_size = tuple(image_size)
         self.use_fen = use_fen
         self.encoder_batchnorm = encoder_batchnorm
-        self.fen = build_fen(backbone, tap, pre_trained, weights)
+        self.backbone, self.tap, self.pre_trained, self.weights = backbone, tap, pre_trained, weights
+        self.encoder_init = encoder_init
+        self.fen = build_fen(backbone, tap, pre_trained=False)  # the weights come at load_fen_weights()
         self.encoder = build_encoder(self.fen, encoder_init)
         self._freeze_encoder_batchnorm()
         fen_stride, channels = tap_stride_and_channels(self.fen)
@@ -225,6 +234,27 @@ class FeganModel(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if channels_last:  # a convolution with channels-last weights runs channels-last, whatever its input
             self.to(memory_format=torch.channels_last)
+
+    @property
+    def has_fen_source(self) -> bool:
+        """True when the FEN is meant to carry pre-trained weights (ImageNet or a file), not its random init."""
+        return self.weights is not None or self.pre_trained
+
+    def load_fen_weights(self) -> None:
+        """Load the FEN's pre-trained weights (the ``weights`` file, else ImageNet), and copy them into the encoder.
+
+        The copy only with ``encoder_init="pretrained"``.
+
+        Called once when a fit starts without a checkpoint; a no-op for ``pre_trained=False`` without a file.
+        The errors are ``build_fen``'s: offline without a cached ImageNet file, a missing or misfitting file.
+        """
+        if not self.has_fen_source:
+            return
+        with torch.random.fork_rng(devices=[]):  # building the source stack draws a random init: not from the run's RNG
+            source = build_fen(self.backbone, self.tap, self.pre_trained, self.weights).state_dict()
+        self.fen.load_state_dict(source)
+        if self.encoder_init == "pretrained":  # same indices: the pool swap and ReLU copies hold no parameters
+            self.encoder.load_state_dict(source)
 
     def train(self, mode: bool = True) -> FeganModel:
         """Switch modes but keep the frozen FEN in eval mode (its BatchNorm statistics never move)."""
