@@ -102,3 +102,14 @@ def test_mahalanobis_floors_a_channel_that_never_varied_and_bad_arguments() -> N
         AnomalyMapGenerator(feature_distance="mahalanobis")
     with pytest.raises(ValueError, match="feature_distance"):
         AnomalyMapGenerator(feature_distance="cosine")
+
+
+def test_image_score_is_the_max_or_the_mean_of_the_top_share() -> None:
+    maps = torch.zeros(2, 10, 10)
+    maps[0, 0, :3] = torch.tensor([9.0, 3.0, 3.0])  # one hot pixel
+    maps[1, 5, :3] = torch.tensor([5.0, 5.0, 5.0])  # a hot region
+    assert AnomalyMapGenerator().image_score(maps).tolist() == [9.0, 5.0]  # Eq. 10: one pixel decides
+    top = AnomalyMapGenerator(image_score_top_ratio=0.03).image_score(maps)  # mean of the 3 highest of 100
+    assert top.tolist() == [5.0, 5.0]
+    with pytest.raises(ValueError, match="image_score_top_ratio"):
+        AnomalyMapGenerator(image_score_top_ratio=1.0)

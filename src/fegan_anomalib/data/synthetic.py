@@ -50,9 +50,13 @@ def _object(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _defect_mask(rng: np.random.Generator, size: int, defect: str) -> np.ndarray:
-    """Draw a boolean defect mask: a thick random line (scratch) or an irregular blob (stain), inside the frame."""
+    """Draw a boolean defect mask: a thick random line (scratch) or an irregular blob (stain), anywhere in the frame.
+
+    Anywhere, not in a central box: a map that only says "the centre" (no model) would otherwise score a
+    high pixel AUROC (0.94 with defects in the central 30-70 % box), and the demo prints that baseline.
+    """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    lo, hi = size * 0.3, size * 0.7
+    lo, hi = size * 0.05, size * 0.95
     if defect == "scratch":
         start, end = rng.uniform(lo, hi, 2), rng.uniform(lo, hi, 2)
         while np.hypot(*(end - start)) < size * 0.2:

@@ -22,7 +22,11 @@ surprise. Measured on magnetic_tile (128², stand-in VGG16-BN, three seeds): ima
 costs pixel AUROC, so the paper's L2 stays the default (BENCHMARKS.md, "Feature distance"). Like
 ``train_stats``, the statistics are buffers measured during fit, NaN until then.
 
-Everything else here is derived from the scoring options (λ, σ), not learnt: the blur kernel is
+**[A8b]** The image score is Eq. 10's maximum of S by default (``image_score_top_ratio=0``); with a ratio
+``q > 0`` it is the mean of the map's top ``q`` share of pixels (anomalib's PatchCore and PaDiM reduce their
+patch maps too): one pixel of a full-resolution map is the noisiest statistic of it.
+
+Everything else here is derived from the scoring options (λ, σ, the image score's ratio), not learnt: the blur kernel is
 a non-persistent buffer, so ``--model.sigma`` and ``--model.feature_map_weight`` can be changed on a
 trained checkpoint.
 """
@@ -54,6 +58,8 @@ class AnomalyMapGenerator(nn.Module):
         sigma: standard deviation of an optional Gaussian smoothing; ``0`` (default, the paper's) is none.
         feature_distance: ``"l2"`` (Eq. 6, default) or ``"mahalanobis"`` **[A7b]**.
         feature_shape: (channels, height, width) of the tap's features; needed by ``"mahalanobis"`` only.
+        image_score_top_ratio: the image score is the mean of this share of the map's highest pixels; ``0``
+            (default) is their maximum, Eq. 10 **[A8b]**.
 
     Example:
         >>> generator = AnomalyMapGenerator(feature_map_weight=1.0)
@@ -70,8 +76,13 @@ class AnomalyMapGenerator(nn.Module):
         sigma: float = 0.0,
         feature_distance: str = "l2",
         feature_shape: tuple[int, int, int] | None = None,
+        image_score_top_ratio: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= image_score_top_ratio < 1.0:
+            msg = f"image_score_top_ratio must lie in [0, 1), got {image_score_top_ratio}; 0 is the maximum (Eq. 10)."
+            raise ValueError(msg)
+        self.image_score_top_ratio = image_score_top_ratio
         if component_norm not in COMPONENT_NORMS:
             msg = f"component_norm must be one of {COMPONENT_NORMS}, got '{component_norm}'."
             raise ValueError(msg)
@@ -185,6 +196,14 @@ class AnomalyMapGenerator(nn.Module):
         if self.blur is not None:
             anomaly_map = self.blur(anomaly_map.unsqueeze(1)).squeeze(1)
         return anomaly_map
+
+    def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Per-image score of (B, H, W) maps: their maximum (Eq. 10), or the mean of their top share **[A8b]**."""
+        flat = anomaly_map.flatten(1)
+        if self.image_score_top_ratio == 0.0:
+            return flat.amax(1)
+        count = max(1, round(self.image_score_top_ratio * flat.shape[1]))
+        return flat.topk(count, dim=1).values.mean(1)
 
     def forward(
         self,

@@ -40,6 +40,7 @@ MODEL_ARGUMENTS = (
     "component_norm",
     "sigma",
     "feature_distance",
+    "image_score_top_ratio",
     "channels_last",
 )
 

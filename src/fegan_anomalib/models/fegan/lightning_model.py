@@ -99,6 +99,9 @@ class Fegan(AnomalibModule):
             standardised per tap cell and channel by its statistics on the normal training images, measured
             during fit **[A7b]**. Reaches PaDiM on textured magnetic_tile, costs pixel AUROC on the small
             hazelnut_mini (BENCHMARKS.md). Defaults to ``"l2"``.
+        image_score_top_ratio (float): the image score is the mean of this share of the anomaly map's highest
+            pixels; ``0`` is their maximum (Eq. 10, the paper) **[A8b]**. A scoring option: rescoring a checkpoint
+            needs no retraining. Defaults to ``0``.
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
         use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
         use_augmenter (bool): augment training images with the ``augmenter`` (M-SE; off: Table 7's "G").
@@ -128,9 +131,14 @@ class Fegan(AnomalibModule):
         channels_last (bool): channels-last convolution weights, faster with oneDNN on CPU
             (``benchmarks/inference.py``). Defaults to ``True``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components, as for any model.
-        use_mse, augmentation, augmentation_args, mse_area_ratio, mse_max_patch_ratio, mse_seed,
-            score_lambda, d_collapse_loss: the names of 0.1, accepted with a ``FutureWarning`` until 0.3
-            (``renamed.RENAMED`` maps each to its new name).
+        use_mse (bool | None): deprecated 0.1 name of ``use_augmenter`` (``FutureWarning``; removed in 0.3).
+        augmentation (str | None): deprecated 0.1 name of ``augmenter`` (removed in 0.3).
+        augmentation_args (dict | None): deprecated 0.1 name of ``augmenter_args`` (removed in 0.3).
+        mse_area_ratio (float | None): deprecated 0.1 name of ``augmenter_area_ratio`` (removed in 0.3).
+        mse_max_patch_ratio (float | None): deprecated 0.1 name of ``augmenter_max_patch_ratio`` (removed in 0.3).
+        mse_seed (int | None): deprecated 0.1 name of ``augmenter_seed`` (removed in 0.3).
+        score_lambda (float | None): deprecated 0.1 name of ``feature_map_weight`` (removed in 0.3).
+        d_collapse_loss (float | None): deprecated 0.1 name of ``d_collapse_threshold`` (removed in 0.3).
 
     """
 
@@ -151,6 +159,7 @@ class Fegan(AnomalibModule):
         component_norm: str = "none",
         sigma: float = 0.0,
         feature_distance: str = "l2",
+        image_score_top_ratio: float = 0.0,
         use_discriminator: bool = True,
         use_fen: bool = True,
         use_augmenter: bool = True,
@@ -373,7 +382,9 @@ class Fegan(AnomalibModule):
         residual, feature, _ = self.model.component_maps(batch.image)
         anomaly_map = self.model.anomaly_map_generator.fuse(residual, feature)
         self.component_auroc.update(residual, feature, batch.gt_label, batch.gt_mask)
-        return batch.update(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
+        return batch.update(
+            pred_score=self.model.anomaly_map_generator.image_score(anomaly_map), anomaly_map=anomaly_map
+        )
 
     def on_validation_epoch_end(self) -> None:
         """Log the F-only and R-only image/pixel AUROCs of this validation (``val_F_*``, ``val_R_*``)."""
@@ -426,9 +437,15 @@ class Fegan(AnomalibModule):
 
 
 class FEGAN(Fegan):
-    """:class:`Fegan` under the paper's spelling for ``--model FEGAN`` (jsonargparse is case-sensitive)."""
+    """:class:`Fegan` under the paper's spelling for ``--model FEGAN`` (jsonargparse is case-sensitive).
+
+    Its docstring is :class:`Fegan`'s (set below), so ``--model.help FEGAN`` describes every argument.
+    """
 
     @property
     def name(self) -> str:
         """Same results folder as :class:`Fegan`."""
         return "Fegan"
+
+
+FEGAN.__doc__ = f"{FEGAN.__doc__.splitlines()[0]}\n\n{Fegan.__doc__.split(chr(10), 1)[1]}"

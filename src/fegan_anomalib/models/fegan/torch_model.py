@@ -149,7 +149,7 @@ class FeganModel(nn.Module):
     Train mode: ``forward(augmented, clean)`` returns :class:`TrainOutput` (FEN features of the clean
     image, encoder features and reconstruction of the augmented one). Eval mode: ``forward(images)``
     returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
-    ``pred_score`` its per-image max (Eq. 10, **[A8]**: raw, not min-max normalised).
+    ``pred_score`` its per-image max (Eq. 10) or top-share mean (**[A8b]**), raw, not min-max normalised **[A8]**.
 
     Args:
         image_size: (H, W) of the model input; both must be multiples of the tap's stride.
@@ -168,6 +168,7 @@ class FeganModel(nn.Module):
         component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
         sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
         feature_distance: ``"l2"`` (Eq. 6) or ``"mahalanobis"`` per tap cell **[A7b]**.
+        image_score_top_ratio: image score = mean of this share of the map's top pixels; ``0``: the max **[A8b]**.
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
 
@@ -193,6 +194,7 @@ class FeganModel(nn.Module):
         component_norm: str = "none",
         sigma: float = 0.0,
         feature_distance: str = "l2",
+        image_score_top_ratio: float = 0.0,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
@@ -229,6 +231,7 @@ class FeganModel(nn.Module):
             sigma=sigma,
             feature_distance=feature_distance if use_fen else "l2",
             feature_shape=(channels, image_size[0] // fen_stride, image_size[1] // fen_stride),
+            image_score_top_ratio=image_score_top_ratio,
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -312,7 +315,7 @@ class FeganModel(nn.Module):
             return TrainOutput(fen_features if self.use_fen else None, encoder_features, reconstruction)
         maps = self.component_maps(images)
         anomaly_map = self.anomaly_map_generator.fuse(maps.residual, maps.feature)
-        return InferenceBatch(pred_score=torch.amax(anomaly_map, dim=(-2, -1)), anomaly_map=anomaly_map)
+        return InferenceBatch(pred_score=self.anomaly_map_generator.image_score(anomaly_map), anomaly_map=anomaly_map)
 
     def fen_features(self, images: torch.Tensor) -> torch.Tensor:
         """FEN features ``θ*(x)``, computed without gradient (the FEN is frozen)."""
