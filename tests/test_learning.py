@@ -89,7 +89,8 @@ def test_planted_validation_fit_writes_curves_images_and_measures_train_stats(
         logger=False,
         enable_progress_bar=False,
     )
-    engine.fit(model, datamodule=datamodule)
+    with pytest.warns(UserWarning, match="1 normal and 1 planted images: with fewer than 20 per class"):
+        engine.fit(model, datamodule=datamodule)
     assert len(datamodule.train_data) == 6
     assert sorted(datamodule.val_data.samples.label_index) == [0, 1]  # two held out, one planted
     assert all("/test/" not in path for path in datamodule.val_data.samples.image_path)  # no test image seen
