@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -64,6 +63,7 @@ from .guards import (
 )
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .renamed import rename_in_place
+from .statistics import measure_scoring_statistics
 from .torch_model import FeganModel
 
 __all__ = ["FEGAN", "Fegan"]
@@ -340,42 +340,8 @@ class Fegan(AnomalibModule):
     def on_validation_epoch_start(self) -> None:
         """Measure the training-image statistics scoring uses first, for this validation's thresholds."""
         super().on_validation_epoch_start()
-        generator = self.model.anomaly_map_generator
-        if generator.measures_train_stats and self.trainer.state.fn == "fit":
-            if generator.feature_distance == "mahalanobis":
-                self._measure_feature_residual_stats()
-            if generator.component_norm == "train_stats":  # after the above: F's moments in its final units
-                self._measure_train_stats()
-
-    def _clean_training_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Pre-processed clean training images with their FEN features (from the cache), batch by batch."""
-        datamodule = self.trainer.datamodule
-        for batch in datamodule.train_dataloader() if datamodule else self.trainer.train_dataloader:
-            images = batch.image.to(self.device)
-            images = self.pre_processor.transform(images) if self.pre_processor is not None else images
-            yield images, self.fen_cache(images, self.model.fen_features) if self.model.use_fen else None
-
-    @torch.no_grad()
-    def _measure_feature_residual_stats(self) -> None:
-        """Per-cell, per-channel mean and std of θ*(x) − θ(x) over the clean training images (``"mahalanobis"``)."""
-        sums, count = None, 0
-        for images, fen_features in self._clean_training_batches():
-            moments = self.model.anomaly_map_generator.feature_residual_moments(fen_features, self.model.encode(images))
-            sums = moments if sums is None else sums + moments
-            count += images.shape[0]
-        sums = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu()  # over DDP ranks
-        count = int(self.trainer.strategy.reduce(torch.tensor(float(count), device=self.device), reduce_op="sum"))
-        self.model.anomaly_map_generator.set_feature_residual_stats(sums.to(self.device), count)
-
-    @torch.no_grad()
-    def _measure_train_stats(self) -> None:
-        """Pixel mean and std of R and F over the clean training images (FEN features from the cache)."""
-        moments = torch.zeros(5, dtype=torch.float64)
-        for images, fen_features in self._clean_training_batches():
-            residual, feature, _ = self.model.component_maps(images, fen_features)
-            moments += self.model.anomaly_map_generator.moments(residual, feature)
-        moments = self.trainer.strategy.reduce(moments.to(self.device), reduce_op="sum").cpu()  # over DDP ranks
-        self.model.anomaly_map_generator.set_train_stats_from_moments(moments, self.model.use_fen)
+        if self.model.anomaly_map_generator.measures_train_stats and self.trainer.state.fn == "fit":
+            measure_scoring_statistics(self)
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Score as inference does, keeping R and F apart for the F-only and R-only AUROCs (``val_F_*``/``val_R_*``)."""
