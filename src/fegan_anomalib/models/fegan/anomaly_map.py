@@ -22,9 +22,10 @@ surprise. Measured on magnetic_tile (128², stand-in VGG16-BN, three seeds): ima
 costs pixel AUROC, so the paper's L2 stays the default (BENCHMARKS.md, "Feature distance"). Like
 ``train_stats``, the statistics are buffers measured during fit, NaN until then.
 
-**[A8b]** The image score is Eq. 10's maximum of S by default (``image_score_top_ratio=0``); with a ratio
-``q > 0`` it is the mean of the map's top ``q`` share of pixels (anomalib's PatchCore and PaDiM reduce their
-patch maps too): one pixel of a full-resolution map is the noisiest statistic of it.
+**[A8b]** The image score is the mean of the map's top 1 % of pixels (``image_score_top_ratio=0.01``), not
+Eq. 10's maximum (``0``, kept): one pixel of a full-resolution map is its noisiest statistic. Measured on
+the same checkpoints (128², stand-in VGG16-BN, three seeds): magnetic_tile image AUROC +0.04-0.05,
+hazelnut_mini unchanged at 1.000, pixel figures unchanged (BENCHMARKS.md, "Image score").
 
 Everything else here is derived from the scoring options (λ, σ, the image score's ratio), not learnt: the blur kernel is
 a non-persistent buffer, so ``--model.sigma`` and ``--model.feature_map_weight`` can be changed on a
@@ -58,8 +59,8 @@ class AnomalyMapGenerator(nn.Module):
         sigma: standard deviation of an optional Gaussian smoothing; ``0`` (default, the paper's) is none.
         feature_distance: ``"l2"`` (Eq. 6, default) or ``"mahalanobis"`` **[A7b]**.
         feature_shape: (channels, height, width) of the tap's features; needed by ``"mahalanobis"`` only.
-        image_score_top_ratio: the image score is the mean of this share of the map's highest pixels; ``0``
-            (default) is their maximum, Eq. 10 **[A8b]**.
+        image_score_top_ratio: the image score is the mean of this share of the map's highest pixels
+            (default ``0.01``, 1 %); ``0`` is their maximum, Eq. 10 as printed **[A8b]**.
 
     Example:
         >>> generator = AnomalyMapGenerator(feature_map_weight=1.0)
@@ -76,7 +77,7 @@ class AnomalyMapGenerator(nn.Module):
         sigma: float = 0.0,
         feature_distance: str = "l2",
         feature_shape: tuple[int, int, int] | None = None,
-        image_score_top_ratio: float = 0.0,
+        image_score_top_ratio: float = 0.01,
     ) -> None:
         super().__init__()
         if not 0.0 <= image_score_top_ratio < 1.0:

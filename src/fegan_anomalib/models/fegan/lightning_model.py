@@ -101,7 +101,7 @@ class Fegan(AnomalibModule):
             hazelnut_mini (BENCHMARKS.md). Defaults to ``"l2"``.
         image_score_top_ratio (float): the image score is the mean of this share of the anomaly map's highest
             pixels; ``0`` is their maximum (Eq. 10, the paper) **[A8b]**. A scoring option: rescoring a checkpoint
-            needs no retraining. Defaults to ``0``.
+            needs no retraining. Defaults to ``0.01``.
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
         use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
         use_augmenter (bool): augment training images with the ``augmenter`` (M-SE; off: Table 7's "G").
@@ -159,7 +159,7 @@ class Fegan(AnomalibModule):
         component_norm: str = "none",
         sigma: float = 0.0,
         feature_distance: str = "l2",
-        image_score_top_ratio: float = 0.0,
+        image_score_top_ratio: float = 0.01,
         use_discriminator: bool = True,
         use_fen: bool = True,
         use_augmenter: bool = True,

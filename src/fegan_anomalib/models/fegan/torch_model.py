@@ -168,7 +168,8 @@ class FeganModel(nn.Module):
         component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
         sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
         feature_distance: ``"l2"`` (Eq. 6) or ``"mahalanobis"`` per tap cell **[A7b]**.
-        image_score_top_ratio: image score = mean of this share of the map's top pixels; ``0``: the max **[A8b]**.
+        image_score_top_ratio: image score = mean of this share of the map's top pixels (default 1 %); ``0``: the
+            max **[A8b]**.
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
 
@@ -194,7 +195,7 @@ class FeganModel(nn.Module):
         component_norm: str = "none",
         sigma: float = 0.0,
         feature_distance: str = "l2",
-        image_score_top_ratio: float = 0.0,
+        image_score_top_ratio: float = 0.01,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
