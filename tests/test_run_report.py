@@ -139,3 +139,32 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     with Image.open(shot) as image:
         pixels = np.asarray(image.convert("L"))
     assert image.size == (1200, 3000) and pixels.std() > 10  # a rendered page, not a blank one
+
+
+def test_heat_maps_are_drawn_on_the_data_sets_scale_unless_asked_per_image() -> None:
+    from anomalib.visualization.image.item_visualizer import visualize_image_item
+
+    from fegan_anomalib.models.fegan.evaluation import FeganVisualizer
+
+    def heat(visualizer: FeganVisualizer, level: float) -> np.ndarray:
+        """Red minus blue of the heat-map panel for a flat post-processed map at ``level`` with one hot pixel."""
+        import torch
+        from anomalib.data import ImageItem
+
+        anomaly_map = torch.full((32, 32), level)
+        anomaly_map[0, 0] = 1.0
+        item = ImageItem(image=torch.zeros(3, 32, 32), anomaly_map=anomaly_map, gt_mask=torch.zeros(32, 32).bool())
+        panel = visualize_image_item(
+            item,
+            fields=[],
+            overlay_fields=[("image", ["anomaly_map"])],
+            overlay_fields_config=visualizer.overlay_fields_config,
+        )
+        pixels = np.asarray(panel.convert("RGB"), dtype=float)[8:24, 8:24]
+        return pixels[..., 0].mean() - pixels[..., 2].mean()
+
+    dataset, per_image = FeganVisualizer(), FeganVisualizer(heat_map="per_image")
+    assert heat(dataset, 0.1) < 0 < heat(dataset, 0.9)  # a low (normal) map cool, a high one hot
+    assert heat(per_image, 0.1) == pytest.approx(heat(per_image, 0.9), abs=1.0)  # min-max per image: the same
+    with pytest.raises(ValueError, match="heat_map"):
+        FeganVisualizer(heat_map="global")
