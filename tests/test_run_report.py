@@ -51,7 +51,7 @@ def _fake_run(root: Path) -> Path:
         Image.fromarray(np.full((16, 64, 3), 200, np.uint8)).save(root / figure)
         rows.append(
             {
-                "image": f"/data/tile/test/{name}.png",
+                "image": f"/data/tile/test/{'crack' if name.startswith('defect') else 'good'}/{name}.png",
                 "gt_label": int(name.startswith("defect")),
                 "pred_score": score,
                 "pred_label": int(score > 0.5),
@@ -62,7 +62,7 @@ def _fake_run(root: Path) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    record = {"model": "Fegan", "data": "MVTecAD", "category": "tile", "epochs": 3,
+    record = {"model": "Fegan", "data": "MVTecAD", "category": "tile", "epochs": 3, "root": "/data/synthetic_tiles",
               "model_args": {"image_size": 128, "backbone": "vgg16_bn", "tap": "relu5_2", "weights": "w.pth"},
               "metrics": {"image_AUROC": 0.875, "pixel_AUROC": 0.9}}  # fmt: skip
     (root / "test_metrics.json").write_text(json.dumps(record))
@@ -98,6 +98,11 @@ def test_report_html_embeds_every_image_and_names_the_setting(tmp_path: Path) ->
     assert page.figures["false_positives"] == ["images/normal_3.png"]
     assert page.figures["false_negatives"] == ["images/defect_2.png"]
     assert "Image size 128" in html and "Epochs trained: 3" in html and "w.pth" in html
+    assert "Data: synthetic_tiles/tile" in html  # the data set's folder, not only the datamodule's class
+    assert "0.5 is chance" in html  # each metric says what it measures
+    # by defect kind: 3 of the 4 cracks above the 0.5 threshold; 13 of 16 (crack, good) pairs ranked right
+    assert re.search(r"<td>crack</td><td>4</td><td>3 of 4</td>\s*<td>0.812</td>", html), html
+    assert "test/crack/defect_2.png &middot;" in html and "/data/tile/test/crack" not in html  # relative captions
     assert "http://" not in html and "https://" not in html  # nothing fetched from a network
 
 

@@ -93,6 +93,7 @@ class SaveTestMetrics(Callback):
             "model": getattr(pl_module, "name", type(pl_module).__name__),
             "data": getattr(datamodule, "name", None),
             "category": getattr(datamodule, "category", None),
+            "root": str(getattr(datamodule, "root", "")) or None,  # the data set's own folder name, for the report
             # a test after fit in the same trainer counts its epochs; a test of a loaded checkpoint has the
             # epoch Lightning stored in it (Fegan.trained_epochs); None when neither says
             "epochs": trainer.current_epoch or getattr(pl_module, "trained_epochs", None),

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import mimetypes
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,14 +159,21 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
 figure { display: inline-block; margin: 6px; vertical-align: top; }
 figure img { max-width: 560px; border: 1px solid #ddd; }
-figcaption { font-size: 0.85em; max-width: 560px; word-break: break-all; }
+figcaption { font-size: 0.85em; max-width: 560px; overflow-wrap: anywhere; }
 .note { color: #666; font-size: 0.9em; }
 </style></head><body>
 <h1>{{ title }}</h1>
 <p class="note">{{ setting }}</p>
 <h2>Metrics</h2>
-<table><tr><th>metric</th><th>value</th></tr>
-{% for name, value in metrics %}<tr><td>{{ name }}</td><td>{{ "%.3f" | format(value) }}</td></tr>
+<table><tr><th>metric</th><th>value</th><th>what it measures</th></tr>
+{% for name, value, meaning in metrics %}<tr><td>{{ name }}</td><td>{{ "%.3f" | format(value) }}</td>
+<td class="note">{{ meaning }}</td></tr>
+{% endfor %}</table>
+<h2>By defect kind</h2>
+<table><tr><th>kind</th><th>images</th><th>flagged at the threshold</th>
+<th>image AUROC against the good images</th></tr>
+{% for kind in kinds %}<tr><td>{{ kind.name }}</td><td>{{ kind.count }}</td><td>{{ kind.flagged }}</td>
+<td>{{ kind.auroc }}</td></tr>
 {% endfor %}</table>
 <h2>ROC and precision-recall</h2>
 <img alt="ROC and PR curves" src="{{ curves }}">
@@ -180,14 +188,26 @@ figcaption { font-size: 0.85em; max-width: 560px; word-break: break-all; }
 <h2 id="{{ key }}">{{ title }}</h2>
 {% if not galleries[key] %}<p class="note">{{ empty }}</p>{% endif %}
 {% for item in galleries[key] %}<figure data-source="{{ item.figure }}">
-{% if item.uri %}<img alt="{{ item.image }}" src="{{ item.uri }}">{% else %}<p class="note">no figure:
+{% if item.uri %}<img alt="{{ item.caption }}" src="{{ item.uri }}">{% else %}<p class="note">no figure:
 {{ item.figure }} is missing (visualizer off?)</p>{% endif %}
-<figcaption>{{ item.image }} &middot; score {{ "%.3f" | format(item.pred_score) }}</figcaption></figure>
+<figcaption>{{ item.caption }} &middot; score {{ "%.3f" | format(item.pred_score) }}</figcaption></figure>
 {% endfor %}{% endfor %}
-<p class="note">Figures: image, ground truth, heat map (min-max per image), predicted region (red) with the
-true boundary (green). Written by fegan-report.</p>
+<p class="note">Figures: image, ground truth, heat map (on the data set's scale: the post-processed map, the
+threshold at 0.5, so normal parts look cool), predicted region (red) with the true boundary (green). Image
+paths relative to {{ data_root }}. Written by fegan-report.</p>
 </body></html>
 """
+
+# one line per metric for the report: what it measures and what chance gives
+MEANINGS = {
+    "image_AUROC": "chance that a random defective image scores above a random good one; 0.5 is chance, 1 perfect",
+    "image_F1Score": "harmonic mean of precision and recall of the OK / not-OK decision at the threshold",
+    "pixel_AUROC": "the same ranking over pixels (defect pixels above good ones); 0.5 is chance",
+    "pixel_AUPRO": "mean overlap with each defect region, up to 30 % false-positive rate; favours small defects",
+    "pixel_F1Score": "pixel F1 of the predicted mask at the threshold; chance is about the defect-pixel share",
+    "pixel_BestIoU": "mean IoU at the best of 5000 thresholds, chosen with the test masks: an oracle (paper, Table 3)",
+    "pixel_ThresholdIoU": "mean IoU of the predicted mask at the threshold learnt on validation: deployable",
+}
 
 SECTIONS = (
     ("false_positives", "Worst false positives", "No normal test image crossed the threshold."),
@@ -196,13 +216,37 @@ SECTIONS = (
 )
 
 
+def by_defect_kind(predictions: list[Prediction]) -> list[dict[str, Any]]:
+    """Per defect kind (the image's folder): count, flagged at the threshold, image AUROC against the good images."""
+    good = np.array([p.pred_score for p in predictions if p.gt_label == 0])
+    kinds: dict[str, list[Prediction]] = {}
+    for prediction in predictions:
+        if prediction.gt_label == 1:
+            kinds.setdefault(Path(prediction.image).parent.name, []).append(prediction)
+    rows = []
+    for name, items in sorted(kinds.items()):
+        defective = np.array([p.pred_score for p in items])[:, None]
+        # AUROC as the share of (defective, good) pairs ranked right, ties counted half
+        auroc = float(((defective > good) + 0.5 * (defective == good)).mean()) if good.size else float("nan")
+        rows.append(
+            {
+                "name": name,
+                "count": len(items),
+                "flagged": f"{sum(p.pred_label == 1 for p in items)} of {len(items)}",
+                "auroc": f"{auroc:.3f}",
+            }
+        )
+    return rows
+
+
 def _setting(record: dict[str, Any]) -> str:
     args = record.get("model_args", {})
     size = args.get("image_size", "?")
     weights = args.get("weights") or ("ImageNet (torchvision)" if args.get("pre_trained") else "random init")
     backbone = f"{args.get('backbone', '?')} to {args.get('tap', '?')}" if "backbone" in args else "?"
+    data = f"{Path(record['root']).name}/{record.get('category')}" if record.get("root") else record.get("category")
     return (
-        f"Data: {record.get('data')} / {record.get('category')}. Image size {size}. Epochs trained: "
+        f"Data: {data} (read by anomalib's {record.get('data')} datamodule). Image size {size}. Epochs trained: "
         f"{record.get('epochs') or 'not recorded'}. Backbone {backbone}, weights: {weights}."
     )
 
@@ -217,9 +261,15 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
     histogram_path = run_dir / "test_pixel_histogram.csv"
     histogram = np.loadtxt(histogram_path, delimiter=",", skiprows=1, ndmin=2) if histogram_path.is_file() else None
     chosen = galleries(predictions)
+    paths = [p.image for p in predictions if p.image]
+    data_root = Path(os.path.commonpath(paths)).parent if len(paths) > 1 else Path()
     items = {
         key: [
-            {**vars(p), "uri": _file_uri(run_dir / p.figure) if (run_dir / p.figure).is_file() else None}
+            {
+                **vars(p),
+                "caption": os.path.relpath(p.image, data_root) if p.image else "",
+                "uri": _file_uri(run_dir / p.figure) if (run_dir / p.figure).is_file() else None,
+            }
             for p in values
         ]
         for key, values in chosen.items()
@@ -231,7 +281,9 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
         .render(
             title=f"{record.get('model')} on {record.get('category')}: test report",
             setting=_setting(record),
-            metrics=sorted(record.get("metrics", {}).items()),
+            metrics=[(k, v, MEANINGS.get(k, "")) for k, v in sorted(record.get("metrics", {}).items())],
+            kinds=by_defect_kind(predictions),
+            data_root=data_root,
             curves=curves_figure(predictions, histogram),
             histogram=histogram_figure(predictions),
             learning_curves=_file_uri(curves_png) if curves_png.is_file() else None,
