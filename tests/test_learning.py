@@ -115,6 +115,10 @@ def test_planted_validation_fit_writes_curves_images_and_measures_train_stats(
     assert sum(shares) == pytest.approx(1.0, abs=1e-3)
     figure = Image.open(run / "learning_curves.png")
     assert figure.size[0] > 1000  # three panels
+    curves = next(c for c in model.trainer.callbacks if type(c).__name__ == "LearningCurves")
+    assert curves.validation_counts == (1, 1)  # 2 held out, 1 planted: the panel is greyed and says so
+    panel = np.asarray(figure.convert("RGB"))[:, figure.size[0] * 2 // 3 :]
+    assert (np.abs(panel.astype(int) - 0xE6).max(axis=-1) < 3).mean() > 0.2  # the grey background
     grid = Image.open(run / "training_images" / "epoch_001.png")  # the last epoch's
     assert grid.size == (5 * 32 + 6 * 2, 4 * 32 + 5 * 2)  # 5 columns x 4 images, 2 px padding
     assert (run / "training_images" / "epoch_000.png").is_file()

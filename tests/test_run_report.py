@@ -74,6 +74,7 @@ def test_galleries_hold_the_planted_false_positive_and_the_misses(tmp_path: Path
     assert [p.image.rsplit("/", 1)[-1] for p in chosen["false_positives"]] == ["normal_3.png"]
     assert [p.image.rsplit("/", 1)[-1] for p in chosen["false_negatives"]] == ["defect_2.png"]
     assert [p.pred_score for p in chosen["best_detections"]] == [0.95, 0.8, 0.7]
+    assert [p.pred_score for p in chosen["normal_parts"]] == [0.3, 0.2, 0.1]  # what normal looks like, below 0.5
 
 
 def test_roc_pr_known_answer() -> None:
@@ -88,7 +89,8 @@ def test_report_html_embeds_every_image_and_names_the_setting(tmp_path: Path) ->
     html = path.read_text()
     page = Page()
     page.feed(html)
-    assert len(page.images) == 3 + 1 + 0 + 3  # curves, histogram, (no learning curves), FP + FN + 3 detections
+    # curves, histogram, (no learning curves), FP + FN + 3 detections + the 3 highest normal parts under the threshold
+    assert len(page.images) == 3 + 1 + 0 + 3 + 3
     for source in page.images:  # self-contained: every image is a decodable embedded PNG
         kind, data = source.split(",", 1)
         assert kind == "data:image/png;base64"

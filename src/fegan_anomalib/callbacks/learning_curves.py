@@ -21,14 +21,21 @@ class LearningCurves(Callback):
     CSV = "learning_curves.csv"
     FIGURE = "learning_curves.png"
 
+    # under this many validation images per class the validation panel is greyed and says so
+    MIN_IMAGES_PER_CLASS = 20
+
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
         self._validation: dict[str, float] = {}
+        self.validation_counts: tuple[int, int] | None = None  # (normal, anomalous) validation images
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Start a fresh record for this fit."""
-        del trainer, pl_module
+        """Start a fresh record for this fit; count the validation images per class."""
+        del pl_module
         self.rows, self._validation = [], {}
+        samples = getattr(getattr(trainer.datamodule, "val_data", None), "samples", None)
+        labels = samples.label_index if samples is not None and "label_index" in samples else None
+        self.validation_counts = None if labels is None else (int((labels == 0).sum()), int((labels == 1).sum()))
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Keep this validation's metrics for the epoch's row (after every epoch-end hook logged)."""
@@ -58,11 +65,17 @@ class LearningCurves(Callback):
         folder.mkdir(parents=True, exist_ok=True)
         table = pd.DataFrame(self.rows)
         table.to_csv(folder / self.CSV, index=False)
-        plot_learning_curves(table, folder / self.FIGURE)
+        plot_learning_curves(table, folder / self.FIGURE, self.validation_counts, self.MIN_IMAGES_PER_CLASS)
 
 
-def plot_learning_curves(table: object, path: Path) -> None:
-    """Three panels over epochs: loss terms, generator gradient norms, validation AUROC/AUPRO."""
+def plot_learning_curves(
+    table: object, path: Path, validation_counts: tuple[int, int] | None = None, min_per_class: int = 20
+) -> None:
+    """Three panels over epochs: loss terms, each term's share of the generator's update, validation figures.
+
+    The validation panel names its image counts; with fewer than ``min_per_class`` per class it is drawn
+    grey and says it is too small to pick an epoch by (its AUROC moves in steps of 1/(normal·anomalous)).
+    """
     import matplotlib as mpl  # noqa: PLC0415
 
     mpl.use("Agg")
@@ -85,7 +98,16 @@ def plot_learning_curves(table: object, path: Path) -> None:
             axis.plot(values["epoch"], values[column], marker="o", markersize=3, label=label)
         axis.set_yscale(scale)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axis.set_title(title)
+        heading = title
+        if title == "validation" and validation_counts is not None:
+            normal, anomalous = validation_counts
+            heading = f"validation ({normal} normal + {anomalous} anomalous images)"
+            if min(validation_counts) < min_per_class:
+                heading += f"\ntoo few to pick an epoch by (< {min_per_class} per class)"
+                axis.set_facecolor("#e6e6e6")
+                for line in axis.get_lines():
+                    line.set_alpha(0.35)
+        axis.set_title(heading)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

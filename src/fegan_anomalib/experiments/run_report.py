@@ -68,11 +68,15 @@ def read_predictions(run_dir: Path) -> list[Prediction]:
 
 
 def galleries(predictions: list[Prediction], size: int = GALLERY_SIZE) -> dict[str, list[Prediction]]:
-    """Worst false positives, worst false negatives and best detections, most telling first."""
+    """Worst false positives, worst false negatives, best detections and the highest-scored normal parts.
+
+    The last shows what a normal part looks like on the heat map's scale, also when none crossed the threshold.
+    """
     normal = [p for p in predictions if p.gt_label == 0]
     defective = [p for p in predictions if p.gt_label == 1]
     return {
         "false_positives": sorted((p for p in normal if p.pred_label == 1), key=lambda p: -p.pred_score)[:size],
+        "normal_parts": sorted((p for p in normal if p.pred_label == 0), key=lambda p: -p.pred_score)[: size // 2],
         "false_negatives": sorted((p for p in defective if p.pred_label == 0), key=lambda p: p.pred_score)[:size],
         "best_detections": sorted((p for p in defective if p.pred_label == 1), key=lambda p: -p.pred_score)[:size],
     }
@@ -213,6 +217,7 @@ SECTIONS = (
     ("false_positives", "Worst false positives", "No normal test image crossed the threshold."),
     ("false_negatives", "Worst false negatives", "Every defective test image crossed the threshold."),
     ("best_detections", "Best detections", "No defective test image crossed the threshold."),
+    ("normal_parts", "Normal parts, highest scores under the threshold", "Every normal test image crossed it."),
 )
 
 
