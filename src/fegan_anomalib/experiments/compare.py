@@ -169,6 +169,7 @@ def write_chart(rows: list[dict[str, Any]], out: Path) -> None:
                 for c in categories
             ]
             for model in MODELS
+            if any(row["model"] == model for row in good)  # only the models this run compared
         }
         grouped_bars(axis, categories, series, title)
     axes[0].legend(fontsize=8)
