@@ -102,6 +102,85 @@ def evaluate(anomaly_map: torch.Tensor, scores: torch.Tensor, test: dict[str, to
     }
 
 
+class Rescorer:
+    """Score the test set of ``sets`` under one candidate after another; keep a row per candidate."""
+
+    def __init__(self, sets: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.sets, self.test = sets, sets["test"]
+        self.size = tuple(self.test["R"].shape[-2:])
+        self.rows: list[dict[str, object]] = []
+
+    def standardised_f(self, distance: str, source: str, ridge: float) -> torch.Tensor:
+        """F of the test images under ``distance``, standardised by its pixel mean/std on the ``source`` images."""
+        reference = self.sets[source]["residual"].double()
+        statistics = {"mean": reference.mean(0).float(), "var": reference.var(0, unbiased=False).float()}
+        apply = feature_map(distance, statistics, ridge)
+        normal_f = upsample(apply(self.sets[source]["residual"]), self.size)
+        return (upsample(apply(self.test["residual"]), self.size) - normal_f.mean()) / normal_f.std()
+
+    def candidate(
+        self,
+        name: str,
+        distance: str,
+        source: str,
+        ridge: float = 0.0,
+        lam: float = 0.6,
+        how: str = "max",
+        mix: float = 0.0,
+    ) -> None:
+        """Fuse F (blended with the L2 F by ``mix``) with R at ``lam``, score, evaluate and keep the row."""
+        z_f = self.standardised_f(distance, source, ridge)
+        if mix:  # the standardised Mahalanobis F blended into the standardised L2 F
+            z_f = mix * z_f + (1 - mix) * self.standardised_f("l2", source, 0.0)
+        normal_r = self.sets[source]["R"]
+        z_r = (self.test["R"] - normal_r.mean()) / normal_r.std()
+        anomaly_map = lam * z_f + (1 - lam) * z_r
+        row = {"candidate": name, "distance": distance, "ridge": ridge, "mix": mix, "statistics": source, "lambda": lam}
+        row |= {"image_score": how, **evaluate(anomaly_map, image_scores(anomaly_map, how), self.test)}
+        self.rows.append(row)
+        print(" | ".join(f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()))
+
+
+def run_candidates(rescorer: Rescorer) -> None:
+    """Every candidate of the module docstring, in the order of BENCHMARKS.md's table."""
+    candidate = rescorer.candidate
+    candidate("L2 (default)", "l2", "fit")
+    candidate("L2, stats held-out", "l2", "held-out")
+    candidate("L2, max σ=4", "l2", "fit", how="max_sigma4")
+    candidate("L2, top 1 %", "l2", "fit", how="top1pct")
+    candidate("centred L2", "centred", "fit")
+    for ridge in RIDGES:
+        candidate(f"Mahalanobis ε={ridge:g}", "mahalanobis", "fit", ridge=ridge)
+    if len(rescorer.sets["held-out"]["R"]) >= 20:  # per-cell variances from fewer images are noise
+        candidate("Mahalanobis ε=0.001, stats held-out", "mahalanobis", "held-out", ridge=1e-3)
+    candidate("Mahalanobis ε=0.001, top 1 %", "mahalanobis", "fit", ridge=1e-3, how="top1pct")
+    for mix in (0.25, 0.5, 0.75):
+        candidate(f"L2 + Mahalanobis ε=0.001, α={mix:g}", "mahalanobis", "fit", ridge=1e-3, mix=mix)
+        candidate(f"L2 + Mahalanobis ε=0.001, α={mix:g}, top 1 %", "mahalanobis", "fit", 1e-3, mix=mix, how="top1pct")
+    for lam in (0.1, 0.3, 0.5, 0.7, 0.9):
+        candidate(f"L2, λ={lam:g}", "l2", "fit", lam=lam)
+
+
+def load_sets(args: argparse.Namespace) -> dict[str, dict[str, torch.Tensor]]:
+    """Residuals of the fitted, held-out and test images (from ``--cache`` when it exists)."""
+    if args.cache is not None and args.cache.is_file():
+        return torch.load(args.cache)
+    model = Fegan.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    datamodule = MVTecAD(root=args.root, category=args.category, eval_batch_size=16, train_batch_size=16)
+    datamodule.num_workers = 0
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    fitted, held_out = random_split(datamodule.train_data, args.holdout_ratio, seed=args.seed)
+    sets = {
+        "fit": residuals(model, DataLoader(fitted, batch_size=16, collate_fn=fitted.collate_fn)),
+        "held-out": residuals(model, DataLoader(held_out, batch_size=16, collate_fn=held_out.collate_fn)),
+        "test": residuals(model, datamodule.test_dataloader()),
+    }
+    if args.cache is not None:
+        torch.save(sets, args.cache)
+    return sets
+
+
 def main() -> None:
     """Split the training images as the run did, score the test set under every candidate, write the rows."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,69 +193,15 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="keep the residuals here (a .pt file) and read them back next time")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model = Fegan.load_from_checkpoint(args.checkpoint, map_location="cpu")
-    datamodule = MVTecAD(root=args.root, category=args.category, eval_batch_size=16, train_batch_size=16)
-    datamodule.num_workers = 0
-    datamodule.setup("fit")
-    datamodule.setup("test")
-    fitted, held_out = random_split(datamodule.train_data, args.holdout_ratio, seed=args.seed)
-    if args.cache is not None and args.cache.is_file():
-        sets = torch.load(args.cache)
-    else:
-        sets = {
-            "fit": residuals(model, DataLoader(fitted, batch_size=16, collate_fn=fitted.collate_fn)),
-            "held-out": residuals(model, DataLoader(held_out, batch_size=16, collate_fn=held_out.collate_fn)),
-            "test": residuals(model, datamodule.test_dataloader()),
-        }
-        if args.cache is not None:
-            torch.save(sets, args.cache)
-    test = sets["test"]
-    size = tuple(test["R"].shape[-2:])
+    sets = load_sets(args)
     print(f"{args.category} seed {args.seed}: {len(sets['fit']['R'])} fit / {len(sets['held-out']['R'])} held-out")
-    rows = []
-
-    def standardised_f(distance: str, source: str, ridge: float) -> torch.Tensor:
-        reference = sets[source]["residual"].double()
-        statistics = {"mean": reference.mean(0).float(), "var": reference.var(0, unbiased=False).float()}
-        apply = feature_map(distance, statistics, ridge)
-        # train_stats: pixel mean/std of F over the same normal images as the per-cell statistics
-        normal_f = upsample(apply(sets[source]["residual"]), size)
-        return (upsample(apply(test["residual"]), size) - normal_f.mean()) / normal_f.std()
-
-    def candidate(
-        name: str, distance: str, source: str, ridge: float = 0.0, lam: float = 0.6, how: str = "max", mix: float = 0.0
-    ) -> None:
-        z_f = standardised_f(distance, source, ridge)
-        if mix:  # the standardised Mahalanobis F blended into the standardised L2 F
-            z_f = mix * z_f + (1 - mix) * standardised_f("l2", source, 0.0)
-        normal_r = sets[source]["R"]
-        z_r = (test["R"] - normal_r.mean()) / normal_r.std()
-        anomaly_map = lam * z_f + (1 - lam) * z_r
-        row = {"candidate": name, "distance": distance, "ridge": ridge, "mix": mix, "statistics": source, "lambda": lam}
-        row |= {"image_score": how, **evaluate(anomaly_map, image_scores(anomaly_map, how), test)}
-        rows.append(row)
-        print(" | ".join(f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()))
-
-    candidate("L2 (default)", "l2", "fit")
-    candidate("L2, stats held-out", "l2", "held-out")
-    candidate("L2, max σ=4", "l2", "fit", how="max_sigma4")
-    candidate("L2, top 1 %", "l2", "fit", how="top1pct")
-    candidate("centred L2", "centred", "fit")
-    for ridge in RIDGES:
-        candidate(f"Mahalanobis ε={ridge:g}", "mahalanobis", "fit", ridge=ridge)
-    if len(sets["held-out"]["R"]) >= 20:  # per-cell variances from fewer images are noise
-        candidate("Mahalanobis ε=0.001, stats held-out", "mahalanobis", "held-out", ridge=1e-3)
-    candidate("Mahalanobis ε=0.001, top 1 %", "mahalanobis", "fit", ridge=1e-3, how="top1pct")
-    for mix in (0.25, 0.5, 0.75):
-        candidate(f"L2 + Mahalanobis ε=0.001, α={mix:g}", "mahalanobis", "fit", ridge=1e-3, mix=mix)
-        candidate(f"L2 + Mahalanobis ε=0.001, α={mix:g}, top 1 %", "mahalanobis", "fit", 1e-3, mix=mix, how="top1pct")
-    for lam in (0.1, 0.3, 0.5, 0.7, 0.9):
-        candidate(f"L2, λ={lam:g}", "l2", "fit", lam=lam)
+    rescorer = Rescorer(sets)
+    run_candidates(rescorer)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(rescorer.rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(rescorer.rows)
 
 
 if __name__ == "__main__":

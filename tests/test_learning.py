@@ -269,3 +269,25 @@ def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_p
     assert summary["last_epoch"][key] == pytest.approx(float(last[key]))
     assert summary["spearman_val_vs_test_image_AUROC"] is None  # two epochs: no rank correlation, not NaN
     assert Image.open(tmp_path / "out" / "curves.png").size[0] > 400
+
+
+def test_image_score_benchmark_rescores_one_checkpoint_under_every_candidate(
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
+) -> None:
+    script = Path(__file__).parents[1] / "benchmarks" / "image_score.py"
+    out = tmp_path / "rows.csv"
+    result = subprocess.run(
+        [sys.executable, str(script), "--root", str(synthetic_root), "--category", "texture", "--seed", "0",
+         "--checkpoint", str(checkpoint_of(trained[0])), "--out", str(out), "--cache", str(tmp_path / "sets.pt")],
+        capture_output=True, text=True, check=False, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {row["candidate"]: row for row in csv.DictReader(out.open())}
+    assert len(rows) == 5 + 5 + 1 + 6 + 5  # L2 variants, ridges, Mahalanobis top 1 %, blends, λ; no held-out
+    assert "Mahalanobis ε=0.001, stats held-out" not in rows  # 2 held-out images: too few for per-cell variances
+    for row in rows.values():
+        assert 0.0 <= float(row["image_AUROC"]) <= 1.0 and 0.0 <= float(row["pixel_AUROC"]) <= 1.0
+    # a scoring change moves the figures it should and no other: λ moves the pixel ranking, the image score does not
+    assert rows["L2, λ=0.1"]["pixel_AUROC"] != rows["L2, λ=0.9"]["pixel_AUROC"]
+    assert rows["L2, top 1 %"]["pixel_AUROC"] == rows["L2 (default)"]["pixel_AUROC"]
+    assert (tmp_path / "sets.pt").is_file()  # the residuals, for rescoring without the model

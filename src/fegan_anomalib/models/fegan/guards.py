@@ -209,6 +209,43 @@ def _same(value: Any) -> Any:
     return value
 
 
+class CheckpointGuards:
+    """The Lightning module's checkpoint and export hooks: record, adopt and check settings; refuse unfit exports.
+
+    A mixin of :class:`~fegan_anomalib.models.fegan.lightning_model.Fegan` (before ``AnomalibModule`` in its bases,
+    each hook calls anomalib's through ``super()``), kept here with the checks it runs so the recipe stays the recipe.
+    """
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the arguments that shape the weights, for a precise error when a checkpoint does not fit."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[ARCHITECTURE_KEY] = {name: self.hparams.get(name) for name in ARCHITECTURE_FIELDS}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the checkpoint's settings for arguments left at their defaults; refuse one that does not fit."""
+        self.trained_epochs = checkpoint["epoch"] + 1 if "epoch" in checkpoint else None  # for test reports
+        adopted = checkpoint_settings(checkpoint, self.hparams, type(self))
+        if adopted:  # rebuild before the checkpoint's weights load into it
+            logger.info("FEGAN: settings from the checkpoint (left at their defaults here): %s", adopted)
+            self.hparams.update(adopted)
+            self.model = self._build_model().to(self.device)
+            if "image_size" in adopted and self._default_pre_processor:
+                self.pre_processor = self.configure_pre_processor(self.model.image_size)
+        check_checkpoint_fits(checkpoint, self.state_dict(), self.hparams)
+        self._fen_loaded = True  # the FEN's weights come with the checkpoint: nothing to download
+        super().on_load_checkpoint(checkpoint)
+
+    def to_torch(self, *args: Any, **kwargs: Any) -> Any:
+        """Export to torch (anomalib's), for a model with fitted thresholds only (:func:`check_exportable`)."""
+        check_exportable(self.post_processor, self.model.anomaly_map_generator)
+        return super().to_torch(*args, **kwargs)
+
+    def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
+        """Export to ONNX (anomalib's; ``to_openvino`` goes through it), for a model with fitted thresholds only."""
+        check_exportable(self.post_processor, self.model.anomaly_map_generator)
+        return super().to_onnx(*args, **kwargs)
+
+
 class DiscriminatorCollapse:
     """Re-initialise D after ``steps`` consecutive steps with its loss under ``threshold`` (``steps=0``: never).
 

@@ -2,12 +2,12 @@
 
 Fan, Zhang, Dai, IEEE Access 2024. A frozen VGG19 (FEN) supervises a VGG-shaped encoder on M-SE-augmented
 normal images, a decoder reconstructs the clean image and a DCGAN discriminator sharpens it; the anomaly
-map fuses the FEN-vs-encoder feature distance with the reconstruction error, the score is its maximum.
+map fuses the FEN-vs-encoder feature distance with the reconstruction error.
 
-This module is the training recipe: constructor arguments (the paper's defaults; **[A#]** tags resolve
-in docs/decisions.md), two Adam optimisers, manual G-then-D steps with the augmenter inside
-``training_step``, and the ``train_stats`` measurement of the score. The checks around it are in
-``guards.py``, the data checks in ``fegan_anomalib.data.checks``, the registration in ``models/registration.py``.
+This module is the training recipe: constructor arguments (**[A#]** tags resolve in docs/decisions.md), two
+Adam optimisers, manual G-then-D steps with the augmenter inside ``training_step``. Around it: the checks and
+checkpoint hooks in ``guards.py``, the score's statistics in ``statistics.py``, the data checks in
+``fegan_anomalib.data.checks``, the registration in ``models/registration.py``.
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -35,14 +35,7 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import optim
 from torchvision.transforms.v2 import Compose, Resize
 
-from fegan_anomalib.callbacks import (
-    BroadcastBuffers,
-    LearningCurves,
-    ResumableTrainLoader,
-    SaveTestMetrics,
-    TrainingImages,
-    ValidateData,
-)
+from fegan_anomalib import callbacks
 from fegan_anomalib.data.checks import check_mvtec_masks
 from fegan_anomalib.metrics import ComponentAUROC
 
@@ -50,16 +43,12 @@ from .augmentation import build_augmentation, step_generator
 from .evaluation import fegan_evaluator, fegan_visualizer
 from .fen_cache import FenFeatureCache
 from .guards import (
-    ARCHITECTURE_FIELDS,
-    ARCHITECTURE_KEY,
     MODEL_ARGUMENTS,
+    CheckpointGuards,
     DiscriminatorCollapse,
     RequireTrainStats,
     check_arguments,
-    check_checkpoint_fits,
-    check_exportable,
     check_finite,
-    checkpoint_settings,
 )
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .renamed import rename_in_place
@@ -69,7 +58,7 @@ from .torch_model import FeganModel
 __all__ = ["FEGAN", "Fegan"]
 
 
-class Fegan(AnomalibModule):
+class Fegan(CheckpointGuards, AnomalibModule):
     """FEGAN Lightning module.
 
     Args:
@@ -253,13 +242,13 @@ class Fegan(AnomalibModule):
         """Add FEGAN's input check, resumable loader, DDP buffer sync, metrics files and curves to anomalib's."""
         return [
             *super().configure_callbacks(),
-            ValidateData(),
+            callbacks.ValidateData(),
             RequireTrainStats(),
-            ResumableTrainLoader(),
-            BroadcastBuffers(),
-            SaveTestMetrics(),
-            LearningCurves(),
-            TrainingImages(),
+            callbacks.ResumableTrainLoader(),
+            callbacks.BroadcastBuffers(),
+            callbacks.SaveTestMetrics(),
+            callbacks.LearningCurves(),
+            callbacks.TrainingImages(),
         ]
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
@@ -359,34 +348,6 @@ class Fegan(AnomalibModule):
         self.component_auroc.reset()
         if values:
             self.log_dict(values, sync_dist=True)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the arguments that shape the weights, for a precise error when a checkpoint does not fit."""
-        super().on_save_checkpoint(checkpoint)
-        checkpoint[ARCHITECTURE_KEY] = {name: self.hparams.get(name) for name in ARCHITECTURE_FIELDS}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another model or FEGAN configuration, naming the difference (``guards``)."""
-        self.trained_epochs = checkpoint["epoch"] + 1 if "epoch" in checkpoint else None  # for test reports
-        adopted = checkpoint_settings(checkpoint, self.hparams, type(self))
-        if adopted:  # arguments left at their defaults take the checkpoint's: rebuild before its weights load
-            self.hparams.update(adopted)
-            self.model = self._build_model().to(self.device)
-            if "image_size" in adopted and self._default_pre_processor:
-                self.pre_processor = self.configure_pre_processor(self.model.image_size)
-        check_checkpoint_fits(checkpoint, self.state_dict(), self.hparams)
-        self._fen_loaded = True
-        super().on_load_checkpoint(checkpoint)
-
-    def to_torch(self, *args: Any, **kwargs: Any) -> Any:
-        """Export to torch (anomalib's), for a model with fitted thresholds only (``guards.check_exportable``)."""
-        check_exportable(self.post_processor, self.model.anomaly_map_generator)
-        return super().to_torch(*args, **kwargs)
-
-    def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
-        """Export to ONNX (anomalib's; ``to_openvino`` goes through it), for a model with fitted thresholds only."""
-        check_exportable(self.post_processor, self.model.anomaly_map_generator)
-        return super().to_onnx(*args, **kwargs)
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
