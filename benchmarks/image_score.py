@@ -154,6 +154,7 @@ def run_candidates(rescorer: Rescorer) -> None:
     if len(rescorer.sets["held-out"]["R"]) >= 20:  # per-cell variances from fewer images are noise
         candidate("Mahalanobis ε=0.001, stats held-out", "mahalanobis", "held-out", ridge=1e-3)
     candidate("Mahalanobis ε=0.001, top 1 %", "mahalanobis", "fit", ridge=1e-3, how="top1pct")
+    candidate("Mahalanobis ε=0.3, top 1 %", "mahalanobis", "fit", ridge=0.3, how="top1pct")
     for mix in (0.25, 0.5, 0.75):
         candidate(f"L2 + Mahalanobis ε=0.001, α={mix:g}", "mahalanobis", "fit", ridge=1e-3, mix=mix)
         candidate(f"L2 + Mahalanobis ε=0.001, α={mix:g}, top 1 %", "mahalanobis", "fit", 1e-3, mix=mix, how="top1pct")

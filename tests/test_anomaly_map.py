@@ -108,8 +108,28 @@ def test_image_score_is_the_max_or_the_mean_of_the_top_share() -> None:
     maps = torch.zeros(2, 10, 10)
     maps[0, 0, :3] = torch.tensor([9.0, 3.0, 3.0])  # one hot pixel
     maps[1, 5, :3] = torch.tensor([5.0, 5.0, 5.0])  # a hot region
-    assert AnomalyMapGenerator().image_score(maps).tolist() == [9.0, 5.0]  # Eq. 10: one pixel decides
+    assert AnomalyMapGenerator(image_score_top_ratio=0.0).image_score(maps).tolist() == [9.0, 5.0]  # Eq. 10
     top = AnomalyMapGenerator(image_score_top_ratio=0.03).image_score(maps)  # mean of the 3 highest of 100
     assert top.tolist() == [5.0, 5.0]
     with pytest.raises(ValueError, match="image_score_top_ratio"):
         AnomalyMapGenerator(image_score_top_ratio=1.0)
+
+
+def test_mahalanobis_ridge_adds_a_share_of_the_mean_variance_and_is_a_scoring_option() -> None:
+    images, reconstruction, fen, encoder = _inputs()
+    plain = AnomalyMapGenerator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2))
+    train_fen = torch.stack([torch.full((4, 2, 2), 1.0), torch.full((4, 2, 2), 3.0)])
+    train_fen[:, 0, 1, 1] = torch.tensor([0.0, 4.0])  # variances: 1 everywhere, 4 at channel 0 of cell (1, 1)
+    moments = sum(plain.feature_residual_moments(train_fen[i : i + 1], torch.zeros(1, 4, 2, 2)) for i in range(2))
+    plain.set_feature_residual_stats(moments, count=2)
+    ridged = AnomalyMapGenerator(
+        feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2), mahalanobis_ridge=1.0
+    )
+    ridged.load_state_dict(plain.state_dict())  # the same stored statistics: the ridge is applied when scoring
+    mean_variance = (15 * 1.0 + 4.0) / 16
+    # cell (0, 0): residual 0 - mean 2 in 4 channels of variance 1 -> sqrt(4 * 4 / (1 + mean_variance))
+    anomaly_map = ridged(images, reconstruction, fen, encoder)
+    assert anomaly_map[0, 0, 0] == pytest.approx((16 / (1 + mean_variance)) ** 0.5)
+    assert anomaly_map[0, 0, 0] < plain(images, reconstruction, fen, encoder)[0, 0, 0]
+    with pytest.raises(ValueError, match="mahalanobis_ridge"):
+        AnomalyMapGenerator(mahalanobis_ridge=-0.1)

@@ -145,6 +145,28 @@ def test_checkpoint_commands_work_offline_with_no_model_flags(
     assert xml.stat().st_size > 0
 
 
+def test_a_default_model_takes_the_checkpoints_size_in_the_trainer_and_downloads_nothing(
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As anomalib's CLI does: a default Fegan (256², ImageNet FEN) given a 32² checkpoint to predict with."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    def offline(*args, **kwargs):
+        raise AssertionError("nothing may be downloaded: the checkpoint brings the FEN's weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    model = Fegan()
+    pre_processor = model.pre_processor  # the trainer holds this object as a callback
+    datamodule = MVTecAD(root=synthetic_root, category="texture", eval_batch_size=4, num_workers=0)
+    engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    predictions = engine.predict(model, datamodule=datamodule, ckpt_path=checkpoint_of(trained[0]))
+    assert model.pre_processor is pre_processor
+    assert tuple(predictions[0].image.shape[-2:]) == (32, 32)  # resized by the trainer's pre-processor to 32²
+    assert tuple(predictions[0].anomaly_map.shape[-2:]) == (32, 32)
+    assert model.hparams.image_size == 32
+
+
 TRAIN_CONFIGS = sorted(p for p in Path(__file__).parents[1].joinpath("configs").glob("*.yaml") if p.stem != "benchmark")
 
 

@@ -283,7 +283,7 @@ def test_image_score_benchmark_rescores_one_checkpoint_under_every_candidate(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {row["candidate"]: row for row in csv.DictReader(out.open())}
-    assert len(rows) == 5 + 5 + 1 + 6 + 5  # L2 variants, ridges, Mahalanobis top 1 %, blends, λ; no held-out
+    assert len(rows) == 5 + 5 + 2 + 6 + 5  # L2 variants, ridges, Mahalanobis top 1 % (two), blends, λ; no held-out
     assert "Mahalanobis ε=0.001, stats held-out" not in rows  # 2 held-out images: too few for per-cell variances
     for row in rows.values():
         assert 0.0 <= float(row["image_AUROC"]) <= 1.0 and 0.0 <= float(row["pixel_AUROC"]) <= 1.0

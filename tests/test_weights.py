@@ -71,3 +71,27 @@ def test_fen_weights_are_read_at_fit_start_into_fen_and_encoder(tmp_path: Path) 
     missing = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(tmp_path / "nope.pth"))
     with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         missing.on_fit_start()
+
+
+def test_a_loaded_state_dict_keeps_its_fen_and_encoder_at_test_start(tmp_path: Path) -> None:
+    reference = torchvision.models.vgg16_bn().state_dict()
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save({k: v for k, v in reference.items() if k.startswith("features.")}, path)
+    trained = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(path))
+    trained.on_fit_start()
+    trained.model.encoder[0].weight.data.add_(1.0)  # as training moved it
+    fresh = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(path))
+    fresh.load_state_dict(trained.state_dict())
+    fresh.on_test_start()  # must not read the weights file over what the state dict brought
+    assert torch.equal(fresh.model.encoder[0].weight, trained.model.encoder[0].weight)
+
+
+def test_checkpoint_settings_take_defaults_from_the_checkpoint_and_rename_0_1_names() -> None:
+    from fegan_anomalib.models.fegan.guards import checkpoint_settings
+
+    model = Fegan(image_size=256, pre_trained=False, sigma=2.0)  # sigma given, the rest at its defaults
+    saved = {"backbone": "vgg19", "image_size": 128, "pre_trained": False, "sigma": 4.0, "score_lambda": 0.8}
+    with pytest.warns(FutureWarning, match="score_lambda"):
+        adopted = checkpoint_settings({"hyper_parameters": saved}, model.hparams, Fegan)
+    assert adopted == {"image_size": 128, "feature_map_weight": 0.8}  # sigma was given: kept; pre_trained equal
+    assert checkpoint_settings({"hyper_parameters": {"n_features": 100}}, model.hparams, Fegan) == {}  # not FEGAN's

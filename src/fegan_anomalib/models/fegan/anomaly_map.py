@@ -61,6 +61,10 @@ class AnomalyMapGenerator(nn.Module):
         feature_shape: (channels, height, width) of the tap's features; needed by ``"mahalanobis"`` only.
         image_score_top_ratio: the image score is the mean of this share of the map's highest pixels
             (default ``0.01``, 1 %); ``0`` is their maximum, Eq. 10 as printed **[A8b]**.
+        mahalanobis_ridge: with ``"mahalanobis"``, divide by ``sqrt(var + ridge·mean(var))`` instead of
+            ``sqrt(var)``: a ridge from the per-cell whitening (``0``) towards the centred L2 distance, for
+            per-cell variances estimated from few images **[A7b]**. Derived from the stored statistics at
+            scoring time, so it can be changed on a trained checkpoint.
 
     Example:
         >>> generator = AnomalyMapGenerator(feature_map_weight=1.0)
@@ -78,8 +82,13 @@ class AnomalyMapGenerator(nn.Module):
         feature_distance: str = "l2",
         feature_shape: tuple[int, int, int] | None = None,
         image_score_top_ratio: float = 0.01,
+        mahalanobis_ridge: float = 0.0,
     ) -> None:
         super().__init__()
+        if mahalanobis_ridge < 0:
+            msg = f"mahalanobis_ridge must be >= 0, got {mahalanobis_ridge}; 0 is the plain per-cell whitening."
+            raise ValueError(msg)
+        self.mahalanobis_ridge = mahalanobis_ridge
         if not 0.0 <= image_score_top_ratio < 1.0:
             msg = f"image_score_top_ratio must lie in [0, 1), got {image_score_top_ratio}; 0 is the maximum (Eq. 10)."
             raise ValueError(msg)
@@ -125,7 +134,11 @@ class AnomalyMapGenerator(nn.Module):
         """θ*(x) − θ(x) in float32, standardised per cell and channel with ``"mahalanobis"``."""
         residual = fen_features.float() - encoder_features.float()
         if self.feature_distance == "mahalanobis":
-            residual = (residual - self.feature_residual_mean) * self.feature_residual_inv_std
+            scale = self.feature_residual_inv_std
+            if self.mahalanobis_ridge > 0:  # var + ridge·mean(var), from the stored 1/std
+                variance = scale.pow(-2)
+                scale = (variance + self.mahalanobis_ridge * variance.mean()).rsqrt()
+            residual = (residual - self.feature_residual_mean) * scale
         return residual
 
     @staticmethod

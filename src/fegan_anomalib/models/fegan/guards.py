@@ -16,6 +16,7 @@ from anomalib.post_processing import PostProcessor
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
+from .renamed import rename_in_place
 from .torch_model import dcgan_init
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ MODEL_ARGUMENTS = (
     "sigma",
     "feature_distance",
     "image_score_top_ratio",
+    "mahalanobis_ridge",
     "channels_last",
 )
 
@@ -182,12 +184,16 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], mod
     test|predict --model FEGAN --ckpt_path CKPT`` would otherwise build a default FEGAN (256², ...) and refuse
     a checkpoint trained at 128². An argument given on the command line (a non-default value) is kept: a
     scoring option (``sigma``, ``feature_map_weight``, ``component_norm``) then rescores the checkpoint, an
-    architecture argument that differs is refused by :func:`check_checkpoint_fits`. Empty for a checkpoint
-    that is not FEGAN's (that function names it).
+    architecture argument that differs is refused by :func:`check_checkpoint_fits`. The limit of "default
+    means not given": a default value given on purpose (``--model.sigma 0`` on a checkpoint trained with
+    ``sigma=4``) reads as not given, and the checkpoint's value is used (logged). Training arguments (loss
+    weights, augmenter, lr) are not taken: ``fit --ckpt_path`` resumes with the command line's. Empty for a
+    checkpoint that is not FEGAN's (that function names it).
     """
-    saved = checkpoint.get("hyper_parameters", {})
+    saved = dict(checkpoint.get("hyper_parameters", {}))
     if "backbone" not in saved:
         return {}
+    rename_in_place(saved)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
     defaults = {
         name: parameter.default for name, parameter in inspect.signature(model_class.__init__).parameters.items()
     }
@@ -229,10 +235,14 @@ class CheckpointGuards:
             logger.info("FEGAN: settings from the checkpoint (left at their defaults here): %s", adopted)
             self.hparams.update(adopted)
             self.model = self._build_model().to(self.device)
-            if "image_size" in adopted and self._default_pre_processor:
-                self.pre_processor = self.configure_pre_processor(self.model.image_size)
+            if "image_size" in adopted and self._default_pre_processor and self.pre_processor is not None:
+                # in place: the trainer already holds this pre-processor as a callback (anomalib's own
+                # on_load_checkpoint, below, then restores the transform the checkpoint recorded, if any)
+                resized = self.configure_pre_processor(self.model.image_size)
+                self.pre_processor.transform = resized.transform
+                self.pre_processor.export_transform = resized.export_transform
+            check_arguments(self.input_size, self.model.image_size, self.max_epochs)  # a custom pre-processor
         check_checkpoint_fits(checkpoint, self.state_dict(), self.hparams)
-        self._fen_loaded = True  # the FEN's weights come with the checkpoint: nothing to download
         super().on_load_checkpoint(checkpoint)
 
     def to_torch(self, *args: Any, **kwargs: Any) -> Any:

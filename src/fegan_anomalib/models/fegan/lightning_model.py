@@ -91,6 +91,9 @@ class Fegan(CheckpointGuards, AnomalibModule):
         image_score_top_ratio (float): the image score is the mean of this share of the anomaly map's highest
             pixels; ``0`` is their maximum (Eq. 10, the paper) **[A8b]**. A scoring option: rescoring a checkpoint
             needs no retraining. Defaults to ``0.01``.
+        mahalanobis_ridge (float): with ``feature_distance="mahalanobis"``, divide each residual by
+            ``sqrt(var + ridge·mean(var))`` (``0``: the plain per-cell whitening) **[A7b]**; a scoring option.
+            Defaults to ``0``.
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
         use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
         use_augmenter (bool): augment training images with the ``augmenter`` (M-SE; off: Table 7's "G").
@@ -149,6 +152,7 @@ class Fegan(CheckpointGuards, AnomalibModule):
         sigma: float = 0.0,
         feature_distance: str = "l2",
         image_score_top_ratio: float = 0.01,
+        mahalanobis_ridge: float = 0.0,
         use_discriminator: bool = True,
         use_fen: bool = True,
         use_augmenter: bool = True,
@@ -190,9 +194,7 @@ class Fegan(CheckpointGuards, AnomalibModule):
         h = self.hparams
         check_arguments(self.input_size, size, max_epochs)
         self._default_pre_processor = default_pre_processor  # resized with the model when a checkpoint sets the size
-        self.model = self._build_model()
-        # pre-trained FEN weights: read at fit start, unless a checkpoint brings them
-        self._fen_loaded = not self.model.has_fen_source
+        self.model = self._build_model()  # its pre-trained FEN weights: read at fit start (on_fit_start)
         self.augmenter = build_augmentation(
             h.augmenter, h.augmenter_area_ratio, h.augmenter_max_patch_ratio, **(h.augmenter_args or {})
         )
@@ -307,14 +309,12 @@ class Fegan(CheckpointGuards, AnomalibModule):
         return losses
 
     def on_fit_start(self) -> None:
-        """Load the FEN's pre-trained weights, once, unless a checkpoint restored them (``on_load_checkpoint``).
+        """Load the FEN's pre-trained weights, unless they are there (a checkpoint or state dict brought them).
 
         After Lightning's checkpoint restore, so ``--ckpt_path`` never downloads what it replaces; also at the
         start of a test, predict or validation of a model that was neither fitted nor loaded.
         """
-        if not self._fen_loaded:
-            self.model.load_fen_weights()
-            self._fen_loaded = True
+        self.model.load_fen_weights()
 
     on_validation_start = on_test_start = on_predict_start = on_fit_start
 

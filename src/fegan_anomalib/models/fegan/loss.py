@@ -140,17 +140,13 @@ class GeneratorLoss(nn.Module):
         groups["decoder"] = [p for p in decoder_parameters if p.requires_grad]
         parameters = groups["encoder"] + groups["decoder"]
         split = len(groups["encoder"])
-        gradients: dict[str, dict[str, torch.Tensor]] = {"encoder": {}, "decoder": {}}
+        gradients: dict[str, dict[str, list[torch.Tensor | None]]] = {"encoder": {}, "decoder": {}}
         for name, term in terms.items():
             grads = torch.autograd.grad(self.weights[name] * term, parameters, retain_graph=True, allow_unused=True)
             for where, part in (("encoder", grads[:split]), ("decoder", grads[split:])):
                 if any(g is not None for g in part):  # the term reaches this group
-                    flat = [
-                        (g if g is not None else torch.zeros_like(p)).detach().float().flatten()
-                        for g, p in zip(part, groups[where], strict=True)
-                    ]
-                    gradients[where][name.removesuffix("_loss")] = torch.cat(flat)
-        return {key: value for where, vectors in gradients.items() for key, value in _shares(vectors, where).items()}
+                    gradients[where][name.removesuffix("_loss")] = list(part)
+        return {key: value for where, per_term in gradients.items() for key, value in _shares(per_term, where).items()}
 
     @property
     def weights(self) -> dict[str, float]:
@@ -169,14 +165,28 @@ class DiscriminatorLoss(nn.Module):
         return real + fake
 
 
-def _shares(vectors: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    """``s_t = ⟨g_t, g⟩ / ‖g‖²`` of each term and ``cos(g_a, g_b)`` of each pair, in one parameter group."""
-    if not vectors:
+def _shares(per_term: dict[str, list[torch.Tensor | None]], where: str) -> dict[str, torch.Tensor]:
+    """``s_t = ⟨g_t, g⟩ / ‖g‖²`` of each term and ``cos(g_a, g_b)`` of each pair, in one parameter group.
+
+    From the Gram matrix of the terms' gradients, summed parameter by parameter (no flattened copies):
+    ``⟨g_t, g⟩`` is row t's sum, ``‖g‖²`` the matrix's.
+    """
+    names = list(per_term)
+    if not names:
         return {}
-    total = torch.stack(list(vectors.values())).sum(0)
-    squared = total.dot(total).clamp_min(1e-30)
-    values = {f"grad_share/{name}_at_{where}": vector.dot(total) / squared for name, vector in vectors.items()}
-    for a, b in itertools.combinations(vectors, 2):
-        norms = torch.linalg.vector_norm(vectors[a]) * torch.linalg.vector_norm(vectors[b])
-        values[f"grad_cos/{a}_{b}_at_{where}"] = vectors[a].dot(vectors[b]) / norms.clamp_min(1e-30)
+    count = len(names)
+    entries: dict[tuple[int, int], torch.Tensor] = {}  # upper triangle, on the gradients' device
+    for grads in zip(*(per_term[name] for name in names), strict=True):  # one parameter at a time
+        for i, j in itertools.combinations_with_replacement(range(count), 2):
+            if grads[i] is not None and grads[j] is not None:
+                dot = torch.sum(grads[i].double() * grads[j].double())
+                entries[i, j] = entries[i, j] + dot if (i, j) in entries else dot
+    gram = torch.zeros(count, count, dtype=torch.float64)
+    for (i, j), value in entries.items():
+        gram[i, j] = gram[j, i] = value.cpu()
+    squared = gram.sum().clamp_min(1e-30)
+    values = {f"grad_share/{name}_at_{where}": (gram[i].sum() / squared).float() for i, name in enumerate(names)}
+    for (i, a), (j, b) in itertools.combinations(enumerate(names), 2):
+        norms = (gram[i, i] * gram[j, j]).sqrt().clamp_min(1e-30)
+        values[f"grad_cos/{a}_{b}_at_{where}"] = (gram[i, j] / norms).float()
     return values

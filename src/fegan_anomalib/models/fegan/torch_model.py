@@ -170,6 +170,7 @@ class FeganModel(nn.Module):
         feature_distance: ``"l2"`` (Eq. 6) or ``"mahalanobis"`` per tap cell **[A7b]**.
         image_score_top_ratio: image score = mean of this share of the map's top pixels (default 1 %); ``0``: the
             max **[A8b]**.
+        mahalanobis_ridge: with ``"mahalanobis"``, ``sqrt(var + ridge·mean(var))`` as the divisor **[A7b]**.
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
 
@@ -196,6 +197,7 @@ class FeganModel(nn.Module):
         sigma: float = 0.0,
         feature_distance: str = "l2",
         image_score_top_ratio: float = 0.01,
+        mahalanobis_ridge: float = 0.0,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
@@ -233,11 +235,16 @@ class FeganModel(nn.Module):
             feature_distance=feature_distance if use_fen else "l2",
             feature_shape=(channels, image_size[0] // fen_stride, image_size[1] // fen_stride),
             image_score_top_ratio=image_score_top_ratio,
+            mahalanobis_ridge=mahalanobis_ridge,
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if channels_last:  # a convolution with channels-last weights runs channels-last, whatever its input
             self.to(memory_format=torch.channels_last)
+        # False while the FEN holds its random init but should carry pre-trained weights; any state-dict load
+        # (a checkpoint, load_state_dict) brings the FEN's weights with it, so load_fen_weights must not follow
+        self.fen_weights_loaded = not self.has_fen_source
+        self.register_load_state_dict_post_hook(_mark_fen_weights_loaded)
 
     @property
     def has_fen_source(self) -> bool:
@@ -249,16 +256,18 @@ class FeganModel(nn.Module):
 
         The copy only with ``encoder_init="pretrained"``.
 
-        Called once when a fit starts without a checkpoint; a no-op for ``pre_trained=False`` without a file.
-        The errors are ``build_fen``'s: offline without a cached ImageNet file, a missing or misfitting file.
+        Called when a fit (or a test of a model never fitted) starts; a no-op once the weights are there
+        (loaded before, or brought by a state dict) and for ``pre_trained=False`` without a file. The errors are
+        ``build_fen``'s: offline without a cached ImageNet file, a missing or misfitting file.
         """
-        if not self.has_fen_source:
+        if self.fen_weights_loaded:
             return
         with torch.random.fork_rng(devices=[]):  # building the source stack draws a random init: not from the run's RNG
             source = build_fen(self.backbone, self.tap, self.pre_trained, self.weights).state_dict()
         self.fen.load_state_dict(source)
         if self.encoder_init == "pretrained":  # same indices: the pool swap and ReLU copies hold no parameters
             self.encoder.load_state_dict(source)
+        self.fen_weights_loaded = True
 
     def train(self, mode: bool = True) -> FeganModel:
         """Switch modes but keep the frozen FEN in eval mode (its BatchNorm statistics never move)."""
@@ -351,3 +360,9 @@ class FeganModel(nn.Module):
         finally:
             for module, mode in modes.items():
                 module.training = mode
+
+
+def _mark_fen_weights_loaded(module: FeganModel, incompatible_keys: object) -> None:
+    """Post-hook of ``load_state_dict``: the loaded state carries the FEN's weights."""
+    del incompatible_keys
+    module.fen_weights_loaded = True
