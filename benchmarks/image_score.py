@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.metrics import rank_auroc
+from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator
 
 RIDGES = (1e-3, 0.03, 0.1, 0.3, 1.0)
 
@@ -81,13 +82,14 @@ def upsample(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def image_scores(anomaly_map: torch.Tensor, how: str) -> torch.Tensor:
-    """Image score of each map: its max (Eq. 10), the max of the σ = 4 smoothed map, or the mean of the top 1 %."""
-    if how == "max":
-        return anomaly_map.flatten(1).amax(1)
+    """Image score of each map: its max (Eq. 10), the max of the σ = 4 smoothed map, or the mean of the top 1 %.
+
+    The model's own ``AnomalyMapGenerator.image_score``, so the figures are what ``image_score_top_ratio`` gives.
+    """
     if how == "max_sigma4":
-        return GaussianBlur2d(sigma=4.0, channels=1)(anomaly_map[:, None]).flatten(1).amax(1)
-    flat = anomaly_map.flatten(1)
-    return flat.topk(max(1, flat.shape[1] // 100), dim=1).values.mean(1)
+        anomaly_map = GaussianBlur2d(sigma=4.0, channels=1)(anomaly_map[:, None])[:, 0]
+    ratio = 0.01 if how == "top1pct" else 0.0
+    return AnomalyMapGenerator(image_score_top_ratio=ratio).image_score(anomaly_map)
 
 
 def evaluate(anomaly_map: torch.Tensor, scores: torch.Tensor, test: dict[str, torch.Tensor]) -> dict[str, float]:
