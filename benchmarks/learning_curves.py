@@ -32,7 +32,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.callbacks import PlantedValidation
-from fegan_anomalib.metrics import map_aurocs
+from fegan_anomalib.metrics import map_aurocs, rank_auroc
 
 LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only
 SIGMAS = (0.0, 4.0)
@@ -76,9 +76,8 @@ class TestSetCurve(Callback):
             for sigma in SIGMAS:
                 fused = _fuse(generator, residual, feature, lam, sigma)
                 name = f"lambda{lam:g}_sigma{sigma:g}"
-                row[f"image_AUROC_{name}"], row[f"pixel_AUROC_{name}"] = map_aurocs(
-                    fused, label, mask, self.pixel_stride
-                )
+                row[f"pixel_AUROC_{name}"] = map_aurocs(fused, label, mask, self.pixel_stride)[1]
+                row[f"image_AUROC_{name}"] = rank_auroc(generator.image_score(fused), label)  # the model's own
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val_") or key.endswith("_loss") or key.startswith(("grad_share/", "grad_cos/")):
                 row[key] = float(value)
@@ -90,7 +89,10 @@ class TestSetCurve(Callback):
 
 
 def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: float, sigma: float) -> torch.Tensor:
-    """S with another λ and σ from the same components: the model's own fusion, its train_stats copied."""
+    """S with another λ and σ from the same components: the model's own fusion, its statistics copied.
+
+    F arrives already measured with the model's feature distance (and ridge); only λ and σ change here.
+    """
     from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
 
     shape = generator.feature_residual_mean.shape[1:] if generator.feature_distance == "mahalanobis" else None
@@ -100,6 +102,8 @@ def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: fl
         sigma=sigma,
         feature_distance=generator.feature_distance,
         feature_shape=shape,
+        image_score_top_ratio=generator.image_score_top_ratio,
+        mahalanobis_ridge=generator.mahalanobis_ridge,
     )
     variant.load_state_dict(generator.state_dict())
     return variant.fuse(residual, feature)
