@@ -32,6 +32,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.callbacks import PlantedValidation
+from fegan_anomalib.experiments.weights import STANDIN_FEN
 from fegan_anomalib.metrics import map_aurocs, rank_auroc
 
 LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only
@@ -169,12 +170,9 @@ def main() -> None:
         summary["padim"] = _padim(args, args.out)
         print("PaDiM", json.dumps(summary["padim"]), flush=True)
     seed_everything(args.seed)
-    backbone = (
-        {"backbone": "vgg16_bn", "tap": "relu5_2", "weights": args.weights} if args.weights else {"pre_trained": False}
-    )
+    backbone = {**STANDIN_FEN, "weights": args.weights} if args.weights else {"pre_trained": False}
     model_args = {
         "image_size": args.image_size,
-        "component_norm": "train_stats",
         "max_epochs": args.epochs,
         "visualizer": False,
         **backbone,

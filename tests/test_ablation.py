@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ from fegan_anomalib.models.fegan.augmentation import AUGMENTATIONS
 from .conftest import markdown_rows, quiet_trainer
 
 ROWS = [(table, key) for table, (_, rows) in TABLES.items() for key, _ in rows]
-TINY = {"image_size": 32, "max_epochs": 1, "evaluator": False, "component_norm": "none"}  # no validation here
+# no validation here, so Eq. 6's raw scoring (the default's statistics are measured in validation)
+TINY = {"image_size": 32, "max_epochs": 1, "evaluator": False, "component_norm": "none", "feature_distance": "l2"}
 
 
 def test_every_table_row_has_a_config_and_nothing_else_is_there() -> None:
@@ -50,6 +52,20 @@ def test_row_trains_one_step_and_scores(table: int, key: str) -> None:
     trainer.fit(model, train_dataloaders=DataLoader([ImageBatch(image=torch.rand(2, 3, 32, 32))], batch_size=None))
     assert trainer.global_step >= 1
     assert any(not torch.equal(p, before[name]) for name, p in model.model.decoder.named_parameters())
+    # the row's effect on what the generator is trained with: its loss terms ...
+    logged = set(trainer.callback_metrics)
+    assert ("feature_loss" in logged) == init_args["use_fen"], logged
+    assert ("adversarial_loss" in logged) == ("discriminator_loss" in logged) == init_args["use_discriminator"]
+    # ... and the share of each training image its augmenter alters (at the ablations' 128², eight images)
+    images = torch.rand(8, 3, 128, 128)
+    altered = 0.0
+    if init_args["use_augmenter"]:
+        augmented = model.augmenter(images, generator=torch.Generator().manual_seed(0))[0]
+        altered = (augmented != images).any(1).float().mean().item()
+    ratio = init_args["augmenter_area_ratio"] if init_args["use_augmenter"] else 0.0
+    # M-SE's patches may overlap (A9): their union covers 1 - exp(-ratio) of the image on average
+    expected = 1 - math.exp(-ratio) if init_args["augmenter"] == "MultiScaleSelfEnhancement" else ratio
+    assert altered == pytest.approx(expected, rel=0.15, abs=0.005), (key, altered, expected)
     model.eval()
     with torch.no_grad():
         output = model.model(torch.rand(2, 3, 32, 32))

@@ -60,8 +60,9 @@ def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
     xml = tmp_path / "export" / "weights" / "openvino" / "model.xml"
     folder = tmp_path / "images"
     folder.mkdir()
-    for path in sorted((synthetic_root / "texture" / "test" / "scratch").glob("*.png")):
-        shutil.copy(path, folder / path.name)
+    for kind in ("good", "scratch"):  # normal and defective parts: the scores must differ for --threshold
+        for path in sorted((synthetic_root / "texture" / "test" / kind).glob("*.png"))[:2]:
+            shutil.copy(path, folder / f"{kind}_{path.name}")
     (folder / "empty.png").write_bytes(b"")
     (folder / "broken.jpg").write_bytes(b"not an image")
     grey16 = (np.linspace(0, 65535, 50 * 90).reshape(50, 90)).astype(np.uint16)  # 16-bit, grey, not square
@@ -72,15 +73,23 @@ def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
     assert exit_info.value.code == 1
     with (tmp_path / "out" / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 6  # 2 images + 16-bit image + tall image + 2 unreadable files
+    assert len(rows) == 8  # 4 images + 16-bit image + tall image + 2 unreadable files
     assert any("empty.png" in row["image"] and "empty file" in row["error"] for row in rows)
     assert any("broken.jpg" in row["image"] and "unreadable" in row["error"] for row in rows)
     predicted = [row for row in rows if not row["error"]]
-    assert len(predicted) == len(list((tmp_path / "out").glob("*.png"))) == 4
+    assert len(predicted) == len(list((tmp_path / "out").glob("*.png"))) == 6
     for row in predicted:  # the original at its own size, the heat map beside it at the same size
         with Image.open(row["image"]) as source, Image.open(row["heat_map"]) as written:
             assert (int(row["width"]), int(row["height"])) == source.size
             assert written.size == (2 * source.width + 8, source.height)
+    # full-size images score as the Lightning model tests them (antialiased resize, then model and post-processor),
+    # not as the graph's own non-antialiased resize would: 1.0 for every image of this folder before the fix
+    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0])).eval()
+    for row in predicted[:4]:  # the 64² synthetic images
+        image = torch.from_numpy(load_rgb(Path(row["image"]))).permute(2, 0, 1).unsqueeze(0)
+        with torch.no_grad():
+            expected = model.post_processor(model.model(model.pre_processor.transform(image))).pred_score
+        assert float(row["pred_score"]) == pytest.approx(float(expected), abs=1e-4), row["image"]
     # --threshold moves the decision line on the normalised score, without re-exporting
     scores = [float(row["pred_score"]) for row in predicted]
     assert min(scores) < max(scores)
@@ -104,7 +113,11 @@ def test_16_bit_images_keep_their_range(tmp_path: Path) -> None:
 
 
 def test_export_of_a_model_without_fitted_thresholds_is_refused(tmp_path: Path) -> None:
-    model = Fegan(image_size=32, pre_trained=False)  # never validated: NaN thresholds and min/max
+    model = Fegan(image_size=32, pre_trained=False)  # the default scores with statistics measured in fit
+    with pytest.raises(RuntimeError, match=r"training statistics .* never measured"):
+        model.to_openvino(export_root=tmp_path)
+    # the paper's scoring needs no statistics, but is never validated either: NaN thresholds and min/max
+    model = Fegan(image_size=32, pre_trained=False, component_norm="none", feature_distance="l2")
     with pytest.raises(RuntimeError, match="no fitted image threshold, pixel threshold, image min/max"):
         model.to_openvino(export_root=tmp_path)
     with pytest.raises(RuntimeError, match="--ckpt_path"):

@@ -136,11 +136,13 @@ def test_train_stats_never_measured_refuses_test_and_export(synthetic_root: Path
 def test_scoring_options_change_on_a_trained_checkpoint(trained: tuple[Path, str]) -> None:
     checkpoint = checkpoint_of(trained[0])
     plain = Fegan.load_from_checkpoint(checkpoint).model.eval()
-    blurred = Fegan.load_from_checkpoint(checkpoint, sigma=4.0, feature_map_weight=1.0).model.eval()
+    blurred = Fegan.load_from_checkpoint(checkpoint, sigma=4.0).model.eval()
+    feature_only = Fegan.load_from_checkpoint(checkpoint, feature_map_weight=1.0, mahalanobis_ridge=1.0).model.eval()
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         first, second = plain(images).anomaly_map, blurred(images).anomaly_map
-    assert not torch.allclose(first, second)
+        third = feature_only(images).anomaly_map
+    assert not torch.allclose(first, second) and not torch.allclose(first, third)
     assert second.std() < first.std()  # smoothed
 
 
@@ -161,7 +163,7 @@ def test_old_checkpoint_with_a_saved_blur_kernel_and_older_arguments_loads(
 
 
 def test_mismatch_names_the_differing_argument(trained: tuple[Path, str]) -> None:
-    with pytest.raises(ValueError, match=r"tap: checkpoint 'relu5_4', this model 'relu5_3'") as error:
+    with pytest.raises(ValueError, match=r"tap: checkpoint 'relu4_4', this model 'relu5_3'") as error:
         Fegan.load_from_checkpoint(checkpoint_of(trained[0]), backbone="vgg16", tap="relu5_3")
     assert "backbone: checkpoint 'vgg19', this model 'vgg16'" in str(error.value)
     assert "image_size" not in str(error.value).split(";")[0]  # equal fields are not listed
@@ -194,7 +196,7 @@ def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
     )  # fmt: skip
     generator = model.model.anomaly_map_generator
     assert generator.needs_train_stats
-    assert generator.feature_residual_mean.shape == (1, 512, 2, 2)  # VGG19 relu5_4 at 32²
+    assert generator.feature_residual_mean.shape == (1, 512, 4, 4)  # VGG19 relu4_4 (stride 8) at 32²
     datamodule = _datamodule(synthetic_root)
     engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     engine.fit(model, datamodule=datamodule)

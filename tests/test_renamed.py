@@ -33,7 +33,7 @@ def _check_new_values(model: Fegan) -> None:
     assert tuple(model.augmenter.widths) == (4, 8)
     assert model.augmenter_seed == 7
     assert model.model.anomaly_map_generator.feature_map_weight == 0.9
-    assert model.discriminator_collapse.threshold == 0.5
+    assert model.hparams["d_collapse_threshold"] == 0.5  # itself deprecated since 0.3, without effect
     assert not set(RENAMED) & set(model.hparams), "the old names must not be saved again"
     assert model.hparams["augmenter_max_patch_ratio"] == 0.02
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .models import Fegan, FeganModel, MultiScaleSelfEnhancement
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 __all__ = ["Fegan", "FeganModel", "MultiScaleSelfEnhancement"]
 
 

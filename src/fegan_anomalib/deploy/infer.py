@@ -7,6 +7,13 @@ the decision line without re-exporting). A file that cannot be read is not skipp
 gets a row with its error, is listed at the end, and the other images are still processed; the
 exit status is 1 when any file failed. Needs only OpenVINO, NumPy and Pillow at run time (no torch
 on the edge box path).
+
+Each image is resized to the model's input size here, with Pillow's bilinear filter, which equals the
+antialiased ``Resize`` the model was trained and tested with (to 1e-6); the exported graph's own resize
+then has nothing to do. Why: anomalib's export swaps that resize for a non-antialiased one (ONNX has no
+antialiased resize), so a full-size image sent to the graph is not the image the statistics were measured
+on; with the per-cell Mahalanobis default, a model fitted on few images scored every normal part as a defect
+that way (tests/test_export.py). Callers of ``OpenVINOInferencer`` on their own should resize likewise.
 """
 
 from __future__ import annotations
@@ -51,6 +58,34 @@ def side_by_side(image: np.ndarray, anomaly_map: np.ndarray) -> Image.Image:
 PRECISIONS = {"auto": None, "f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
+def model_input_size(model: Path) -> tuple[int, int]:
+    """Return the (H, W) the exported model was trained at: its ``anomaly_map`` output's fixed size."""
+    import openvino as ov  # noqa: PLC0415
+
+    for output in ov.Core().read_model(model).outputs:
+        if "anomaly_map" in output.get_names() and output.get_partial_shape()[1:].is_static:
+            height, width = (int(dim.get_length()) for dim in output.get_partial_shape()[1:])
+            return height, width
+    msg = f"{model} has no anomaly_map output of fixed size; export it with `anomalib export --model FEGAN ...`."
+    raise ValueError(msg)
+
+
+def resize_like_training(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) float image as the training ``Resize(antialias=True)`` does (Pillow's bilinear)."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    channels = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32), mode="F").resize(
+                (width, height), Image.BILINEAR
+            )
+        )
+        for c in range(image.shape[2])
+    ]
+    return np.stack(channels, axis=-1)
+
+
 def run(
     model: Path,
     folder: Path,
@@ -81,6 +116,7 @@ def run(
         raise ValueError(msg)
     hint = PRECISIONS[precision]
     inferencer = OpenVINOInferencer(model, device=device, config={"INFERENCE_PRECISION_HINT": hint} if hint else None)
+    size = model_input_size(model)
     out.mkdir(parents=True, exist_ok=True)
     failed: list[tuple[Path, str]] = []
     with (out / "predictions.csv").open("w", newline="") as handle:
@@ -93,7 +129,7 @@ def run(
                 failed.append((path, str(error)))
                 writer.writerow([path, "", "", "", "", "", f"unreadable: {error}"])
                 continue
-            prediction = inferencer.predict(image)
+            prediction = inferencer.predict(resize_like_training(image, size))
             target = out / path.relative_to(folder).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)
             side_by_side(image, np.asarray(prediction.anomaly_map).squeeze()).save(target)

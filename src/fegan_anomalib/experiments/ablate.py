@@ -28,6 +28,7 @@ import yaml
 
 from fegan_anomalib.experiments.runs import run_in_subprocess
 from fegan_anomalib.experiments.tables import markdown_table, new_figure, save_figure, write_csv
+from fegan_anomalib.experiments.weights import STANDIN_FEN
 
 AREAS = (1, 5, 10, 20, 30, 50, 70, 100)  # Table 5's M-SE area ratios, % of the image
 
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
     parser.add_argument("--root", type=Path, default=None, help="MVTec-layout data root (default: the base config's)")
     parser.add_argument("--categories", nargs="+", default=None, help="default: the base config's category")
     parser.add_argument("--configs", type=Path, default=default_configs(), help="folder with base.yaml and table<N>/")
-    parser.add_argument("--weights", type=Path, default=None, help="VGG16-BN state dict: FEN = it, cut at relu5_2")
+    parser.add_argument("--weights", type=Path, default=None, help="VGG16-BN state dict: FEN = it, cut at relu4_3")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="one run per seed (default: the base's)")
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
     categories = args.categories or [data_args.get("category")]
     overrides: dict[str, Any] = {}
     if args.weights is not None:
-        overrides |= {"backbone": "vgg16_bn", "tap": "relu5_2", "weights": str(args.weights.resolve())}
+        overrides |= {**STANDIN_FEN, "weights": str(args.weights.resolve())}
     if args.max_epochs is not None:
         overrides["max_epochs"] = args.max_epochs
     if args.image_size is not None:
@@ -291,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
         if table == 5:
             write_area_chart(results, categories, args.out)
     budget = {k: v for k, v in row_init_args(base, {}, overrides).items() if k in {"image_size", "max_epochs"}}
-    weights = f"stand-in VGG16-BN ({args.weights}) cut at relu5_2" if args.weights else "random-init VGG19"
+    tap = row_init_args(base, {}, overrides).get("tap", "relu4_4")
+    weights = f"stand-in VGG16-BN ({args.weights}) cut at {tap}" if args.weights else f"random-init VGG19 cut at {tap}"
     header = (
         f"Data: {root} {', '.join(categories)}. Budget: {budget}, batch {data_args.get('train_batch_size')}, "
         f"seeds {', '.join(map(str, seeds))} (mean ± sample sd over seeds), precision {precision}, CPU. "

@@ -11,7 +11,7 @@ OpenVINO FP32, batch 1, whole pipeline), peak RSS, model size, and the weights e
 The epoch budget is given in training images seen (``--fegan-images``, ``--draem-images``), turned
 into whole epochs per category (at least one), so a small set gets more epochs than a large one.
 PaDiM and PatchCore always fit in one epoch. With ``--weights`` (a torchvision VGG16-BN state dict, e.g.
-the stand-in from ``fegan-build-weights``) FEGAN uses it as FEN cut at ``relu5_2`` and PaDiM and PatchCore
+the stand-in from ``fegan-build-weights``) FEGAN uses it as FEN cut at ``relu4_3`` and PaDiM and PatchCore
 use the same network as their backbone; without it all three start from random weights. DRAEM trains from scratch,
 with DTD textures when ``--dtd-dir`` is given, else anomalib's Perlin-noise sources.
 """
@@ -27,6 +27,7 @@ from typing import Any
 
 from fegan_anomalib.experiments.runs import run_in_subprocess
 from fegan_anomalib.experiments.tables import grouped_bars, markdown_table, new_figure, save_figure, write_csv
+from fegan_anomalib.experiments.weights import STANDIN_FEN
 from fegan_anomalib.image_io import list_images
 
 MODELS = ("Fegan", "BenchPadim", "BenchPatchcore", "BenchDraem")
@@ -67,7 +68,7 @@ def model_specs(args: argparse.Namespace, train_images: int) -> dict[str, dict[s
     """Build the three models' ``get_model`` specs and the weights condition each runs with."""
     size = args.image_size
     if args.weights:
-        fegan_weights = {"backbone": "vgg16_bn", "tap": "relu5_2", "weights": str(args.weights)}
+        fegan_weights = {**STANDIN_FEN, "weights": str(args.weights)}
         fegan_condition = padim_condition = patchcore_condition = "stand-in VGG16-BN"
     else:
         fegan_weights = {"pre_trained": False}
@@ -78,7 +79,6 @@ def model_specs(args: argparse.Namespace, train_images: int) -> dict[str, dict[s
             "init_args": {
                 "image_size": size,
                 "max_epochs": epochs_for(args.fegan_images, train_images),
-                "component_norm": "train_stats",
                 "visualizer": False,
                 **fegan_weights,
                 **args.fegan_args,

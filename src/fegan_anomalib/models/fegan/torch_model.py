@@ -151,6 +151,10 @@ class FeganModel(nn.Module):
     returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
     ``pred_score`` its per-image max (Eq. 10) or top-share mean (**[A8b]**), raw, not min-max normalised **[A8]**.
 
+    Its defaults are the paper's literal model (``relu5_4``, Eq. 6's L2, no statistics), which scores without
+    fitted statistics; the product's defaults (block 4's tap, the ridged Mahalanobis distance, ``train_stats``)
+    are :class:`~fegan_anomalib.Fegan`'s, which passes every argument.
+
     Args:
         image_size: (H, W) of the model input; both must be multiples of the tap's stride.
         backbone: torchvision VGG. Defaults to ``"vgg19"``.
