@@ -13,14 +13,18 @@ from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.experiments.ablate import (
+    FIGURE9,
+    LOSS_WEIGHT_DEFAULTS,
     TABLES,
     area_points,
     default_configs,
     load_config,
     read_paper,
     row_init_args,
+    run_identity,
     table_markdown,
     write_area_chart,
+    write_weight_chart,
 )
 from fegan_anomalib.models.fegan.augmentation import AUGMENTATIONS
 
@@ -56,6 +60,10 @@ def test_row_trains_one_step_and_scores(table: int, key: str) -> None:
     logged = set(trainer.callback_metrics)
     assert ("feature_loss" in logged) == init_args["use_fen"], logged
     assert ("adversarial_loss" in logged) == ("discriminator_loss" in logged) == init_args["use_discriminator"]
+    weights = (model.generator_loss.lambda_fea, model.generator_loss.lambda_con, model.generator_loss.lambda_adv)
+    expected = {**LOSS_WEIGHT_DEFAULTS, **{k: v for k, v in init_args.items() if k in LOSS_WEIGHT_DEFAULTS}}
+    expected["lambda_adv"] *= init_args["use_discriminator"]  # no D, no adversarial term
+    assert weights == tuple(expected.values())
     # ... and the share of each training image its augmenter alters (at the ablations' 128², eight images)
     images = torch.rand(8, 3, 128, 128)
     altered = 0.0
@@ -131,7 +139,26 @@ def test_project_copy_of_the_paper_tables_maps_every_ablation_row() -> None:
     paper = read_paper()
     assert paper[(7, "full", "image_AUROC")] == 0.978 and paper[(7, "g", "pixel_AUROC")] == 0.637
     assert paper[(5, "area_001", "image_AUROC")] == 0.921 and paper[(6, "cutout_colour", "pixel_AUROC")] == 0.747
-    assert all((table, key, "image_AUROC") in paper for table, (_, rows) in TABLES.items() for key, _ in rows)
+    tables = {table: rows for table, (_, rows) in TABLES.items() if table != FIGURE9}  # Fig. 9 prints no numbers
+    assert all((table, key, "image_AUROC") in paper for table, rows in tables.items() for key, _ in rows)
     assert read_paper(None) == {}
     with pytest.raises(FileNotFoundError, match=r"paper_tables\.csv"):
         read_paper(Path("no/such.csv"))
+
+
+def test_fig9_sweeps_one_weight_at_a_time_and_its_default_rows_run_once(tmp_path: Path) -> None:
+    base = load_config(default_configs() / "base.yaml")
+    identities, weights = set(), {}
+    for key, _ in TABLES[FIGURE9][1]:
+        init_args = row_init_args(base, load_config(default_configs() / f"table{FIGURE9}" / f"{key}.yaml"), {})
+        weights[key] = tuple(init_args.get(name, LOSS_WEIGHT_DEFAULTS[name]) for name in LOSS_WEIGHT_DEFAULTS)
+        identities.add(run_identity(init_args, "tile", 42))
+    assert weights["lambda_fea_01"] == (1.0, 30.0, 1.0) and weights["lambda_adv_90"] == (30.0, 30.0, 90.0)
+    assert sum(weight != (30.0, 30.0, 1.0) for weight in weights.values()) == 9  # one varied at a time
+    # lambda_fea 30, lambda_con 30 and lambda_adv 1 are the full model of Table 7: one run for the three
+    full = row_init_args(base, load_config(default_configs() / "table7" / "full.yaml"), {})
+    assert len(identities) == 10 and run_identity(full, "tile", 42) in identities
+    results = {(key, "tile"): [{"image_AUROC": 0.5 + 0.001 * i, "pixel_AUROC": 0.6}] for i, (key, _) in
+               enumerate(TABLES[FIGURE9][1])}  # fmt: skip
+    write_weight_chart(results, ["tile"], tmp_path)
+    assert (tmp_path / "fig9.png").stat().st_size > 1000

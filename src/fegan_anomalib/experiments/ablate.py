@@ -9,7 +9,8 @@ Each row of a table is a config file in ``configs/ablation/table<N>/`` that over
 Every row is trained and tested in its own process (``fegan_anomalib.experiments.runs``); rows whose merged
 arguments are identical (the full model is a row of all three tables) run once. Output, per
 table: ``table<N>.md`` and ``table<N>.csv`` in the paper's shape (a row per variant, a column per
-metric, categories side by side) and, for the M-SE area sweep, ``table5.png``; plus
+metric, categories side by side) and, for the M-SE area sweep, ``table5.png``; ``--tables 9`` is the paper's
+Fig. 9 (λ_fea, λ_con, λ_adv each at 1, 10, 30, 90, one varied at a time; ``fig9.png``); plus
 ``ablations.md`` with all tables and the budget. With several ``--seeds`` each cell is the mean ±
 sample standard deviation over seeds. The paper's own image/pixel AUROC stand beside each row, from
 the project's copy of its tables (``fegan_anomalib/experiments/paper_tables.csv``; ``--paper none`` drops them).
@@ -31,11 +32,27 @@ from fegan_anomalib.experiments.tables import markdown_table, new_figure, save_f
 from fegan_anomalib.experiments.weights import STANDIN_FEN
 
 AREAS = (1, 5, 10, 20, 30, 50, 70, 100)  # Table 5's M-SE area ratios, % of the image
+# Fig. 9's sweep: each loss weight over the paper's range, the other two at their defaults (30 / 30 / 1)
+WEIGHTS = ("lambda_fea", "lambda_con", "lambda_adv")
+WEIGHT_VALUES = (1, 10, 30, 90)
+FIGURE9 = 9  # fegan-ablate's "table" number of the paper's Fig. 9
+# Fegan's loss-weight defaults, filled in before rows are compared: a row that sets one to its default is the full model
+LOSS_WEIGHT_DEFAULTS = {"lambda_fea": 30.0, "lambda_con": 30.0, "lambda_adv": 1.0}
+
+
+def run_identity(init_args: dict[str, Any], category: str, seed: int) -> str:
+    """Return what makes two rows the same run: merged arguments (loss-weight defaults filled in), data, seed."""
+    return json.dumps([{**LOSS_WEIGHT_DEFAULTS, **init_args}, category, seed], sort_keys=True)
 
 
 def area_row(area: int) -> str:
     """Table 5's row key (and config stem, ``configs/ablation/table5/<key>.yaml``) of an area ratio in %."""
     return f"area_{area:03d}"
+
+
+def weight_row(weight: str, value: int) -> str:
+    """Fig. 9's row key (and config stem, ``configs/ablation/table9/<key>.yaml``) of one loss weight's value."""
+    return f"{weight}_{value:02d}"
 
 
 TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
@@ -52,6 +69,10 @@ TABLES: dict[int, tuple[str, list[tuple[str, str]]]] = {
     5: (
         "Table 5: M-SE area ratio",
         [(area_row(area), f"{area} %") for area in AREAS],
+    ),
+    FIGURE9: (
+        "Fig. 9: loss weights (one varied at a time, the others at 30 / 30 / 1)",
+        [(weight_row(weight, value), f"{weight} = {value}") for weight in WEIGHTS for value in WEIGHT_VALUES],
     ),
     6: (
         "Table 6: augmentation strategy (20 % of the image altered)",
@@ -185,6 +206,31 @@ def area_points(
     return points
 
 
+def write_weight_chart(results: dict[tuple[str, str], list[dict[str, Any]]], categories: list[str], out: Path) -> None:
+    """Fig. 9's chart: image and pixel AUROC against each loss weight (log scale), mean ± sd over seeds."""
+    figure, axes = new_figure(len(WEIGHTS), (4.0, 3.5))
+    for axis, weight in zip(axes, WEIGHTS, strict=True):
+        for category in categories:
+            for metric, label in METRICS[:2]:
+                points = []
+                for value in WEIGHT_VALUES:
+                    values = [r[metric] for r in results.get((weight_row(weight, value), category), []) if metric in r]
+                    if values:
+                        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                        points.append((value, statistics.mean(values), spread))
+                if points:
+                    xs, means, spreads = zip(*points, strict=True)
+                    axis.errorbar(xs, means, yerr=spreads, marker="o", capsize=3, label=f"{label}, {category}")
+        axis.set_xscale("log")
+        axis.set_xticks(WEIGHT_VALUES, labels=[str(value) for value in WEIGHT_VALUES])
+        axis.minorticks_off()
+        axis.set_xlabel(f"{weight} (log scale)")
+        axis.set_ylabel("AUROC (mean ± sd over seeds)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    save_figure(figure, out / "fig9.png")
+
+
 def write_area_chart(results: dict[tuple[str, str], list[dict[str, Any]]], categories: list[str], out: Path) -> None:
     """Line chart of the Table 5 sweep: AUROC against the M-SE area ratio, mean with the seeds' sd as error bars."""
     figure, (axis,) = new_figure(1, (5.0, 3.5))
@@ -264,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
             for category in categories:
                 results[(key, category)] = []
                 for seed in seeds:
-                    identity = json.dumps([init_args, category, seed], sort_keys=True)
+                    identity = run_identity(init_args, category, seed)
                     if identity not in done:
                         job = {
                             "model": {"class_path": "Fegan", "init_args": init_args},
@@ -291,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
         (args.out / f"table{table}.md").write_text(sections[-1])
         if table == 5:
             write_area_chart(results, categories, args.out)
+        if table == FIGURE9:
+            write_weight_chart(results, categories, args.out)
     budget = {k: v for k, v in row_init_args(base, {}, overrides).items() if k in {"image_size", "max_epochs"}}
     tap = row_init_args(base, {}, overrides).get("tap", "relu4_4")
     weights = f"stand-in VGG16-BN ({args.weights}) cut at {tap}" if args.weights else f"random-init VGG19 cut at {tap}"
