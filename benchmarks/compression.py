@@ -1,7 +1,7 @@
 """Accuracy of FEGAN's OpenVINO exports: FP32 vs FP16 vs INT8 post-training quantisation.
 
     python benchmarks/compression.py CKPT --root ../shared/data --category magnetic_tile \
-        [--model-args '{"backbone": "vgg16_bn", "tap": "relu5_2", ...}']
+        [--model-args '{"backbone": "vgg16_bn", "tap": "relu4_3", ...}']
 
 Loads a trained FEGAN checkpoint, exports it three ways with anomalib (INT8 calibrated on the
 category's training images, anomalib's ``compression_type=int8_ptq``), runs every test image through
@@ -37,6 +37,7 @@ def main() -> None:
     from anomalib.deploy import OpenVINOInferencer  # noqa: PLC0415
 
     from fegan_anomalib import Fegan  # noqa: PLC0415
+    from fegan_anomalib.deploy.infer import resize_like_training  # noqa: PLC0415
 
     model = Fegan.load_from_checkpoint(args.checkpoint, **json.loads(args.model_args)).eval()
     size = model.input_size
@@ -60,7 +61,7 @@ def main() -> None:
             inferencer = OpenVINOInferencer(xml, device="CPU", config=config)
             scores, pixel_scores, pixel_truth, seconds = [], [], [], 0.0
             for path, mask in zip(images, masks, strict=True):
-                image = read_image(path).astype(np.float32)
+                image = resize_like_training(read_image(path).astype(np.float32), tuple(size))  # as fegan-infer does
                 start = time.perf_counter()
                 prediction = inferencer.predict(image)
                 seconds += time.perf_counter() - start

@@ -9,9 +9,9 @@ Candidates, each fused with R at λ (Eq. 8) after ``train_stats`` standardisatio
 
 - F distance: ``l2`` (Eq. 6), ``centred`` (the residual minus its per-cell mean on normal images, then L2),
   ``mahalanobis ε`` (centred, each channel at each cell divided by ``sqrt(var + ε·mean(var))``: ε = 1e-3 is
-  the product's ``mahalanobis``; as ε grows it tends to ``centred``, a ridge between the two).
+  ``mahalanobis_ridge: 0`` (its variance floor), ε = 0.3 the 0.3 default; as ε grows it tends to ``centred``).
 - image score: the map's maximum (Eq. 10), the maximum of the σ = 4 smoothed map, the mean of its top 1 %.
-- λ of Eq. 8 from 0.1 to 0.9 for the L2 default (the paper's Fig. 10).
+- λ of Eq. 8 from 0.1 to 0.9 for the L2 distance (the paper's Fig. 10).
 
     python benchmarks/image_score.py --root datasets --category magnetic_tile --seed 42 \
         --checkpoint curves/magnetic_tile/s42/fegan/Fegan/MVTecAD/magnetic_tile/v0/weights/lightning/model.ckpt \

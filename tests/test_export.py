@@ -85,7 +85,7 @@ def test_fegan_infer_reports_unreadable_files_and_processes_the_rest(
     # full-size images score as the Lightning model tests them (antialiased resize, then model and post-processor),
     # not as the graph's own non-antialiased resize would: 1.0 for every image of this folder before the fix
     model = Fegan.load_from_checkpoint(checkpoint_of(trained[0])).eval()
-    for row in predicted[:4]:  # the 64² synthetic images
+    for row in [row for row in predicted if Path(row["image"]).name.startswith(("good_", "scratch_"))]:  # 64²
         image = torch.from_numpy(load_rgb(Path(row["image"]))).permute(2, 0, 1).unsqueeze(0)
         with torch.no_grad():
             expected = model.post_processor(model.model(model.pre_processor.transform(image))).pred_score

@@ -93,8 +93,8 @@ def test_checkpoint_settings_take_defaults_from_the_checkpoint_and_rename_0_1_na
     saved = {"backbone": "vgg19", "image_size": 128, "pre_trained": False, "sigma": 4.0, "score_lambda": 0.8}
     with pytest.warns(FutureWarning, match="score_lambda"):
         adopted = checkpoint_settings({"hyper_parameters": saved}, model.hparams, Fegan)
-    # sigma was given: kept; pre_trained equal; no feature_distance recorded: the L2 of its time, not 0.3's default
-    assert adopted == {"image_size": 128, "feature_map_weight": 0.8, "feature_distance": "l2"}
+    # sigma was given: kept; pre_trained equal; no feature_distance or ridge recorded: their values then, not 0.3's
+    assert adopted == {"image_size": 128, "feature_map_weight": 0.8, "feature_distance": "l2", "mahalanobis_ridge": 0.0}
     assert checkpoint_settings({"hyper_parameters": {"n_features": 100}}, model.hparams, Fegan) == {}  # not FEGAN's
     # a 0.2 checkpoint recorded every argument: it keeps its own scoring under 0.3's defaults
     scoring = {"tap": "relu5_4", "feature_distance": "l2", "component_norm": "none", "mahalanobis_ridge": 0.0}

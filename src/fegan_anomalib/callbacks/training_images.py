@@ -84,7 +84,9 @@ class TrainingImages(Callback):
             return torch.from_numpy(colormap(scaled)[..., :3]).permute(0, 3, 1, 2).float()
 
         columns = [images.cpu(), augmented.cpu(), model.from_gan_range(reconstruction).cpu()]
-        columns.append(coloured(feature if feature is not None else torch.zeros_like(residual)))
+        if feature is None or model.anomaly_map_generator.needs_train_stats:  # no FEN, or F's statistics unmeasured
+            feature = torch.zeros_like(residual)
+        columns.append(coloured(feature))
         columns.append(coloured(residual))
         tiles = torch.stack(columns, dim=1).flatten(0, 1)  # image-major: one row per image
         return make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)

@@ -36,7 +36,7 @@ from fegan_anomalib.models.fegan.lightning_model import Fegan
 __all__ = ["BenchDraem", "BenchPadim", "BenchPatchcore"]
 
 # PaDiM on a VGG16-BN: relu3_3, relu4_3, relu5_2 (strides 4, 8, 16, as ResNet's layer1-3; the stand-in
-# weights end at relu5_2, the tap FEGAN uses with them).
+# weights end at relu5_2; FEGAN cuts them at relu4_3 since 0.3, at relu5_2 before).
 VGG16_BN_PADIM_LAYERS = ("features.22", "features.32", "features.39")
 # PatchCore on a VGG16-BN: relu4_3 and relu5_2 (strides 8 and 16, as wide ResNet-50's layer2-3, its default)
 VGG16_BN_PATCHCORE_LAYERS = ("features.32", "features.39")

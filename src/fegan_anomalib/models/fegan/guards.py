@@ -24,8 +24,12 @@ logger = logging.getLogger(__name__)
 # on_save_checkpoint records these constructor arguments under ARCHITECTURE_KEY: they shape the weights
 ARCHITECTURE_KEY = "fegan_architecture"
 ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen", "feature_distance")
-# what a checkpoint written before a field was recorded (or was an argument) had: its value then
+# what a checkpoint written before a field was recorded had: its value then
 ARCHITECTURE_DEFAULTS = {"feature_distance": "l2"}
+# what a checkpoint written before an argument existed scored with: its value then (0.3's defaults differ)
+UNRECORDED_SETTINGS = {**ARCHITECTURE_DEFAULTS, "mahalanobis_ridge": 0.0}
+# 0.2's values of the deprecated collapse arguments: every 0.2 checkpoint carries them, nobody chose them
+COLLAPSE_DEFAULTS_0_2 = (1e-4, 20)
 # the Fegan arguments that build FeganModel: a checkpoint supplies those a command line left at their defaults
 MODEL_ARGUMENTS = (
     "image_size",
@@ -194,7 +198,7 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], mod
     if "backbone" not in saved:
         return {}
     rename_in_place(saved)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
-    saved = {**ARCHITECTURE_DEFAULTS, **saved}  # written before feature_distance existed: it was L2
+    saved = {**UNRECORDED_SETTINGS, **saved}  # e.g. written before feature_distance existed: it was L2
     defaults = {
         name: parameter.default for name, parameter in inspect.signature(model_class.__init__).parameters.items()
     }
@@ -268,6 +272,8 @@ def warn_collapse_arguments(threshold: float | None, steps: int | None) -> None:
     ≥ 0.02 on magnetic_tile, against its 1e-4 threshold), and re-initialising left D's BatchNorm statistics behind.
     A diverged run is stopped by :func:`check_finite` instead.
     """
+    if (threshold, steps) == COLLAPSE_DEFAULTS_0_2:  # a 0.2 checkpoint's hyper-parameters: nothing to tell
+        return
     pairs = (("d_collapse_threshold", threshold), ("d_collapse_steps", steps))
     given = [name for name, value in pairs if value is not None]
     if given:

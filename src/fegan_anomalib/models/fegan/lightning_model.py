@@ -127,14 +127,14 @@ class Fegan(CheckpointGuards, AnomalibModule):
         channels_last (bool): channels-last convolution weights, faster with oneDNN on CPU
             (``benchmarks/inference.py``). Defaults to ``True``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components, as for any model.
-        use_mse (bool | None): deprecated 0.1 name of ``use_augmenter`` (``FutureWarning``; removed in 0.3).
-        augmentation (str | None): deprecated 0.1 name of ``augmenter`` (removed in 0.3).
-        augmentation_args (dict | None): deprecated 0.1 name of ``augmenter_args`` (removed in 0.3).
-        mse_area_ratio (float | None): deprecated 0.1 name of ``augmenter_area_ratio`` (removed in 0.3).
-        mse_max_patch_ratio (float | None): deprecated 0.1 name of ``augmenter_max_patch_ratio`` (removed in 0.3).
-        mse_seed (int | None): deprecated 0.1 name of ``augmenter_seed`` (removed in 0.3).
-        score_lambda (float | None): deprecated 0.1 name of ``feature_map_weight`` (removed in 0.3).
-        d_collapse_loss (float | None): deprecated 0.1 name of ``d_collapse_threshold`` (removed in 0.3).
+        use_mse (bool | None): deprecated 0.1 name of ``use_augmenter`` (``FutureWarning``; removed in 0.4).
+        augmentation (str | None): deprecated 0.1 name of ``augmenter`` (removed in 0.4).
+        augmentation_args (dict | None): deprecated 0.1 name of ``augmenter_args`` (removed in 0.4).
+        mse_area_ratio (float | None): deprecated 0.1 name of ``augmenter_area_ratio`` (removed in 0.4).
+        mse_max_patch_ratio (float | None): deprecated 0.1 name of ``augmenter_max_patch_ratio`` (removed in 0.4).
+        mse_seed (int | None): deprecated 0.1 name of ``augmenter_seed`` (removed in 0.4).
+        score_lambda (float | None): deprecated 0.1 name of ``feature_map_weight`` (removed in 0.4).
+        d_collapse_loss (float | None): deprecated 0.1 name of ``d_collapse_threshold`` (removed in 0.4).
 
     """
 

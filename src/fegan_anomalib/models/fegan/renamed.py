@@ -1,4 +1,4 @@
-"""Constructor arguments renamed in 0.2, still accepted for one release with a ``FutureWarning``.
+"""Constructor arguments renamed in 0.2, still accepted with a ``FutureWarning`` until 0.4 (0.3 kept them).
 
 ``use_mse``/``mse_*`` read as "mean squared error" in a file full of losses, though they steer any
 of five augmentations (anomalib calls this part the ``augmenter``); ``score_lambda`` sat beside the
@@ -36,7 +36,7 @@ def rename_in_place(hparams: MutableMapping[str, Any]) -> None:
         if value is None:
             continue
         warnings.warn(
-            f"FEGAN's `{old}` is renamed `{new}` and the old name will be removed in fegan-anomalib 0.3; "
+            f"FEGAN's `{old}` is renamed `{new}` and the old name will be removed in fegan-anomalib 0.4; "
             f"use `{new}` (e.g. `--model.{new}`).",
             FutureWarning,
             stacklevel=3,
