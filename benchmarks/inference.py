@@ -7,7 +7,8 @@ Times the whole exported pipeline (resize, FEN + encoder + decoder, scoring, pos
 batch 1 and batch 8, reports images/s, ms/image and the ratio to torch eager, and compares with
 what the CPU's measured convolution throughput allows for FEGAN's ≈105 GFLOP/image (256², VGG19
 FEN + encoder to relu5_4 + decoder, the 0.2 default; ``--tap`` picks the cut, relu4_4 by default). INT8 is
-anomalib's post-training quantisation, calibrated on the training images of ``--calibration-root``/``--category`` (an MVTec-layout folder).
+anomalib's post-training quantisation, calibrated on the training images of
+``--calibration-root``/``--category`` (an MVTec-layout folder).
 """
 
 from __future__ import annotations
