@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,10 +79,9 @@ def test_component_switches_drop_their_losses() -> None:
     assert set(recorder.losses[0]) == {"generator_loss", "content_loss"}
 
 
-def test_feature_map_separates_a_planted_defect_after_training_and_not_before() -> None:
-    """F (feature_map_weight=1) on a regular texture: flat before training, the defect stands out after it,
-    and F on held-out normal images falls (the encoder learnt to match the FEN on normal content)."""
-    seed_everything(0)
+def _planted_texture() -> tuple[Callable[[], torch.Tensor], torch.Tensor, torch.Tensor]:
+    """A regular 64² texture: a sampler of noisy normal batches, one image with a red patch at [20:32, 24:36], and a
+    held-out normal batch (drawn from the global RNG after seeding, so each test sees the same images)."""
     grid = torch.arange(64).remainder(8).lt(4).float()
     texture = (0.35 + 0.3 * grid[None, :] * grid[:, None]).expand(3, 64, 64)
 
@@ -90,7 +90,14 @@ def test_feature_map_separates_a_planted_defect_after_training_and_not_before() 
 
     defect = texture.unsqueeze(0).clone()
     defect[:, :, 20:32, 24:36] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
-    held_out = normal_batch()
+    return normal_batch, defect, normal_batch()
+
+
+def test_feature_map_separates_a_planted_defect_after_training_and_not_before() -> None:
+    """F (feature_map_weight=1) on a regular texture: flat before training, the defect stands out after it,
+    and F on held-out normal images falls (the encoder learnt to match the FEN on normal content)."""
+    seed_everything(0)
+    normal_batch, defect, held_out = _planted_texture()
     # Eq. 6's raw F: this bare loop never validates, so no statistics are measured for the default scoring
     model = _small(
         lr=1e-3, feature_map_weight=1.0, use_discriminator=False, component_norm="none", feature_distance="l2"
@@ -119,15 +126,7 @@ def test_default_backbone_and_tap_learn_the_normal_texture_and_separate_a_plante
     normal images falls, and a planted defect's F rises above the same region of normal images, which it did not
     before training. (A test of the small VGG11 above cannot catch a default that does not learn.)"""
     seed_everything(0)
-    grid = torch.arange(64).remainder(8).lt(4).float()
-    texture = (0.35 + 0.3 * grid[None, :] * grid[:, None]).expand(3, 64, 64)
-
-    def normal_batch() -> torch.Tensor:
-        return (texture + 0.02 * torch.randn(8, 3, 64, 64)).clamp(0, 1)
-
-    defect = texture.unsqueeze(0).clone()
-    defect[:, :, 20:32, 24:36] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
-    held_out = normal_batch()
+    normal_batch, defect, held_out = _planted_texture()
     raw = {"feature_distance": "l2", "component_norm": "none"}  # Eq. 6: a bare loop measures no statistics
     model = Fegan(
         image_size=64, pre_trained=False, evaluator=False, visualizer=False, lr=1e-3, use_discriminator=False, **raw

@@ -193,17 +193,24 @@ def table_markdown(
     return f"### {title}\n\n{markdown_table(header, table_rows)}\n"
 
 
+def sweep_points(
+    results: dict[tuple[str, str], list[dict[str, Any]]], rows: dict[int, str], category: str, metric: str
+) -> list[tuple[int, float, float]]:
+    """``(x, mean, sample sd)`` of each swept row (``rows``: x -> key) of ``category`` with results (sd 0: one run)."""
+    points = []
+    for x, key in rows.items():
+        values = [run[metric] for run in results.get((key, category), []) if metric in run]
+        if values:
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            points.append((x, statistics.mean(values), spread))
+    return points
+
+
 def area_points(
     results: dict[tuple[str, str], list[dict[str, Any]]], category: str, metric: str
 ) -> list[tuple[int, float, float]]:
     """``(area %, mean, sample sd)`` of each Table 5 row of ``category`` with results; sd 0 for a single run."""
-    points = []
-    for area in AREAS:
-        values = [run[metric] for run in results.get((area_row(area), category), []) if metric in run]
-        if values:
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            points.append((area, statistics.mean(values), spread))
-    return points
+    return sweep_points(results, {area: area_row(area) for area in AREAS}, category, metric)
 
 
 def write_weight_chart(results: dict[tuple[str, str], list[dict[str, Any]]], categories: list[str], out: Path) -> None:
@@ -212,13 +219,8 @@ def write_weight_chart(results: dict[tuple[str, str], list[dict[str, Any]]], cat
     for axis, weight in zip(axes, WEIGHTS, strict=True):
         for category in categories:
             for metric, label in METRICS[:2]:
-                points = []
-                for value in WEIGHT_VALUES:
-                    values = [r[metric] for r in results.get((weight_row(weight, value), category), []) if metric in r]
-                    if values:
-                        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                        points.append((value, statistics.mean(values), spread))
-                if points:
+                rows = {value: weight_row(weight, value) for value in WEIGHT_VALUES}
+                if points := sweep_points(results, rows, category, metric):
                     xs, means, spreads = zip(*points, strict=True)
                     axis.errorbar(xs, means, yerr=spreads, marker="o", capsize=3, label=f"{label}, {category}")
         axis.set_xscale("log")
@@ -339,8 +341,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
             write_area_chart(results, categories, args.out)
         if table == FIGURE9:
             write_weight_chart(results, categories, args.out)
-    budget = {k: v for k, v in row_init_args(base, {}, overrides).items() if k in {"image_size", "max_epochs"}}
-    tap = row_init_args(base, {}, overrides).get("tap", "relu4_4")
+    base_args = row_init_args(base, {}, overrides)
+    budget = {k: v for k, v in base_args.items() if k in {"image_size", "max_epochs"}}
+    tap = base_args.get("tap", "relu4_4")
     weights = f"stand-in VGG16-BN ({args.weights}) cut at {tap}" if args.weights else f"random-init VGG19 cut at {tap}"
     header = (
         f"Data: {root} {', '.join(categories)}. Budget: {budget}, batch {data_args.get('train_batch_size')}, "
