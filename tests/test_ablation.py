@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from lightning.pytorch import seed_everything
 from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
+from fegan_anomalib.experiments import ablate
 from fegan_anomalib.experiments.ablate import (
     FIGURE9,
     LOSS_WEIGHT_DEFAULTS,
@@ -162,3 +164,22 @@ def test_fig9_sweeps_one_weight_at_a_time_and_its_default_rows_run_once(tmp_path
                enumerate(TABLES[FIGURE9][1])}  # fmt: skip
     write_weight_chart(results, ["tile"], tmp_path)
     assert (tmp_path / "fig9.png").stat().st_size > 1000
+
+
+def test_one_seed_per_sitting_resumes_the_seed_it_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--seeds 42``, then ``--seeds 42 43 --resume``: seed 42's run has one folder both times, so it is read back."""
+    calls: list[tuple[Path, bool]] = []
+
+    def fake_run(job: dict, folder: Path, reuse: bool = False) -> dict:
+        calls.append((folder, reuse))
+        return {"image_AUROC": 0.5 + 0.01 * job["seed"] - 0.42, "pixel_AUROC": 0.6}
+
+    monkeypatch.setattr(ablate, "run_in_subprocess", fake_run)
+    args = ["--tables", "9", "--rows", "lambda_adv_10", "--root", str(tmp_path), "--out", str(tmp_path / "out")]
+    ablate.main([*args, "--seeds", "42"])
+    ablate.main([*args, "--seeds", "42", "43", "--resume"])
+    (first, _), (again, reuse), (other, _) = calls
+    assert first == again == tmp_path / "out" / "runs" / "table9" / "lambda_adv_10" / "magnetic_tile" / "seed42"
+    assert reuse and other.name == "seed43"
+    with (tmp_path / "out" / "table9.csv").open() as table:
+        assert [row["seed"] for row in csv.DictReader(table)] == ["42", "43"]

@@ -45,6 +45,15 @@ def run_identity(init_args: dict[str, Any], category: str, seed: int) -> str:
     return json.dumps([{**LOSS_WEIGHT_DEFAULTS, **init_args}, category, seed], sort_keys=True)
 
 
+def run_folder(out: Path, table: int, key: str, category: str, seed: int) -> Path:
+    """Return one run's folder. The seed is always in the path, so a sweep run one seed per sitting resumes.
+
+    (0.3.0.dev0 left it out when one seed was asked: ``--seeds 42`` and a later ``--seeds 42 43 44 --resume``
+    named seed 42's run differently, and it was trained again.)
+    """
+    return out / "runs" / f"table{table}" / key / category / f"seed{seed}"
+
+
 def area_row(area: int) -> str:
     """Table 5's row key (and config stem, ``configs/ablation/table5/<key>.yaml``) of an area ratio in %."""
     return f"area_{area:03d}"
@@ -322,9 +331,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
                             "measure_speed": False,
                         }
                         print(f"[fegan-ablate] table {table}, {label}, {category}, seed {seed} ...", flush=True)
-                        folder = args.out / "runs" / f"table{table}" / key / category
-                        folder = folder / f"seed{seed}" if len(seeds) > 1 else folder
                         try:
+                            folder = run_folder(args.out, table, key, category, seed)
                             done[identity] = run_in_subprocess(job, folder, reuse=args.resume)
                         except RuntimeError as error:  # a failed row says so in the table; the others still run
                             print(error, flush=True)
