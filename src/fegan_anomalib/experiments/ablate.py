@@ -38,6 +38,12 @@ WEIGHT_VALUES = (1, 10, 30, 90)
 FIGURE9 = 9  # fegan-ablate's "table" number of the paper's Fig. 9
 # Fegan's loss-weight defaults, filled in before rows are compared: a row that sets one to its default is the full model
 LOSS_WEIGHT_DEFAULTS = {"lambda_fea": 30.0, "lambda_con": 30.0, "lambda_adv": 1.0}
+# the shape of the paper's Fig. 9 (its text; the figure's values are not in its tables), drawn as each panel's title
+PAPER_FIG9_SHAPE = {
+    "lambda_fea": "rises, then falls",
+    "lambda_con": "rises, then falls",
+    "lambda_adv": "falls steeply (~0.95 to 0.63)",
+}
 
 
 def run_identity(init_args: dict[str, Any], category: str, seed: int) -> str:
@@ -224,7 +230,7 @@ def area_points(
 
 def write_weight_chart(results: dict[tuple[str, str], list[dict[str, Any]]], categories: list[str], out: Path) -> None:
     """Fig. 9's chart: image and pixel AUROC against each loss weight (log scale), mean ± sd over seeds."""
-    figure, axes = new_figure(len(WEIGHTS), (4.0, 3.5))
+    figure, axes = new_figure(len(WEIGHTS), (4.0, 3.5), sharey=True)  # one scale: the panels' effects compare
     for axis, weight in zip(axes, WEIGHTS, strict=True):
         for category in categories:
             for metric, label in METRICS[:2]:
@@ -235,9 +241,10 @@ def write_weight_chart(results: dict[tuple[str, str], list[dict[str, Any]]], cat
         axis.set_xscale("log")
         axis.set_xticks(WEIGHT_VALUES, labels=[str(value) for value in WEIGHT_VALUES])
         axis.minorticks_off()
-        axis.set_xlabel(f"{weight} (log scale)")
-        axis.set_ylabel("AUROC (mean ± sd over seeds)")
+        axis.set_xlabel(f"{weight} (log scale; the others at their defaults)")
+        axis.set_title(f"paper's Fig. 9: {PAPER_FIG9_SHAPE[weight]}", fontsize=9)
         axis.grid(alpha=0.3)
+    axes[0].set_ylabel("AUROC (mean ± sd over seeds)")
     axes[0].legend(fontsize=7)
     save_figure(figure, out / "fig9.png")
 

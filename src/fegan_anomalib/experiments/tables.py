@@ -36,14 +36,14 @@ def grouped_bars(axis: Any, groups: Sequence[str], series: dict[str, Sequence[fl
     axis.set_title(title)
 
 
-def new_figure(panels: int, size: tuple[float, float] = (4.0, 3.6)) -> tuple[Any, list[Any]]:
-    """Open a headless matplotlib figure with ``panels`` axes in a row."""
+def new_figure(panels: int, size: tuple[float, float] = (4.0, 3.6), sharey: bool = False) -> tuple[Any, list[Any]]:
+    """Open a headless matplotlib figure with ``panels`` axes in a row (``sharey``: one y scale for all)."""
     import matplotlib as mpl  # noqa: PLC0415
 
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, axes = plt.subplots(1, panels, figsize=(size[0] * panels, size[1]), squeeze=False)
+    figure, axes = plt.subplots(1, panels, figsize=(size[0] * panels, size[1]), squeeze=False, sharey=sharey)
     return figure, list(axes[0])
 
 
