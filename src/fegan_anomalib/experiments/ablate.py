@@ -338,8 +338,8 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0912, PLR0915 - one
                             "measure_speed": False,
                         }
                         print(f"[fegan-ablate] table {table}, {label}, {category}, seed {seed} ...", flush=True)
+                        folder = run_folder(args.out, table, key, category, seed)
                         try:
-                            folder = run_folder(args.out, table, key, category, seed)
                             done[identity] = run_in_subprocess(job, folder, reuse=args.resume)
                         except RuntimeError as error:  # a failed row says so in the table; the others still run
                             print(error, flush=True)
