@@ -96,15 +96,15 @@ def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: fl
     """
     from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
 
-    shape = generator.feature_residual_mean.shape[1:] if generator.feature_distance == "mahalanobis" else None
     variant = AnomalyMapGenerator(
         feature_map_weight=lam,
         component_norm=generator.component_norm,
         sigma=sigma,
         feature_distance=generator.feature_distance,
-        feature_shape=shape,
+        feature_shape=generator.feature_shape,
         image_score_top_ratio=generator.image_score_top_ratio,
         mahalanobis_ridge=generator.mahalanobis_ridge,
+        memory_size=generator.memory_size,
     )
     variant.load_state_dict(generator.state_dict())
     return variant.fuse(residual, feature)

@@ -14,6 +14,11 @@ import sys
 
 _TARGET = "anomalib.models"
 _PLUGIN = "fegan_anomalib.models"
+# anomalib 2.7's import of anomalib.models imports its own deprecated modules (timm's old path, its dinov2 package)
+_ANOMALIB_IMPORT_WARNINGS = (
+    r"Importing from timm\.models\.layers is deprecated",
+    r"The anomalib\.models\.components\.dinov2 package is deprecated",
+)
 
 
 class _AnomalibModelsFinder:
@@ -31,15 +36,18 @@ class _AnomalibModelsFinder:
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module: object) -> None:
-            exec_module(module)
+            import warnings  # noqa: PLC0415
+
+            with warnings.catch_warnings():  # anomalib 2.7 warns about its own imports: nothing a user can change
+                for message in _ANOMALIB_IMPORT_WARNINGS:
+                    warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+                exec_module(module)
             sys.modules["anomalib"].models = module  # import would bind it only after we return
             if _PLUGIN in sys.modules:  # importing (or done): the module registers itself at its end
                 return
             try:
                 __import__(_PLUGIN)
             except Exception as error:
-                import warnings  # noqa: PLC0415
-
                 warnings.warn(f"fegan-anomalib could not register FEGAN with anomalib: {error!r}", stacklevel=2)
 
         spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]

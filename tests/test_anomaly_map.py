@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator
+from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator, nearest_distance
 
 
 def _inputs() -> tuple[torch.Tensor, ...]:
@@ -133,3 +133,46 @@ def test_mahalanobis_ridge_adds_a_share_of_the_mean_variance_and_is_a_scoring_op
     assert anomaly_map[0, 0, 0] < plain(images, reconstruction, fen, encoder)[0, 0, 0]
     with pytest.raises(ValueError, match="mahalanobis_ridge"):
         AnomalyMapGenerator(mahalanobis_ridge=-0.1)
+
+
+def test_nearest_distance_is_the_distance_to_the_closest_memory_row_leaving_own_image_out() -> None:
+    generator = torch.Generator().manual_seed(0)
+    cells, memory = torch.randn(50, 6, generator=generator), torch.randn(9000, 6, generator=generator)
+    expected = torch.cdist(cells.double(), memory.double()).amin(1).float()
+    torch.testing.assert_close(nearest_distance(cells, memory), expected, atol=1e-4, rtol=1e-4)  # chunked: 3 chunks
+    # a cell that is itself in the memory is at distance 0, unless its own image's rows are left out
+    memory[123] = cells[7]
+    cell_images, memory_images = torch.zeros(50, dtype=torch.long), torch.ones(9000, dtype=torch.long)
+    memory_images[123] = 0
+    assert nearest_distance(cells, memory)[7] == pytest.approx(0.0, abs=1e-2)  # ‖x‖² − 2x·m + ‖m‖² in float32
+    left_out = nearest_distance(cells, memory, cell_images, memory_images)
+    assert left_out[7] > 0.1 and torch.all(left_out >= nearest_distance(cells, memory) - 1e-5)
+
+
+def test_nearest_scores_a_cell_by_its_closest_training_cell_wherever_it_sat() -> None:
+    """A training residual seen at one cell is normal at any cell: the memory has no notion of position."""
+    generator = AnomalyMapGenerator(
+        feature_map_weight=1.0, feature_distance="nearest", feature_shape=(4, 2, 2), memory_size=3
+    )
+    assert generator.needs_train_stats  # an empty memory: test, predict and export refuse it
+    training = torch.zeros(1, 4, 2, 2)
+    training[0, :, 0, 0] = 3.0  # one distinctive residual, top left
+    kept = generator.set_memory(generator.memory_cells(training, torch.zeros_like(training)))
+    assert generator.memory_bank.shape == (3, 4) and len(kept) == 3  # 4 cells, at most 3 kept (seeded subset)
+    assert not generator.needs_train_stats
+    image = torch.zeros(1, 3, 8, 8)
+    shifted = torch.zeros(1, 4, 2, 2)
+    shifted[0, :, 1, 1] = 3.0  # the same residual, bottom right
+    same = generator(image, image, shifted, torch.zeros_like(shifted))
+    novel = generator(image, image, shifted * 3, torch.zeros_like(shifted))
+    assert same.max() < novel.max()
+    with pytest.raises(ValueError, match="memory_size must be a positive"):
+        AnomalyMapGenerator(feature_distance="nearest", feature_shape=(4, 2, 2), memory_size=0)
+
+
+def test_a_measured_memory_loads_into_an_unmeasured_model_of_any_memory_size() -> None:
+    source = AnomalyMapGenerator(feature_distance="nearest", feature_shape=(4, 2, 2))
+    source.set_memory(torch.randn(37, 4))
+    target = AnomalyMapGenerator(feature_distance="nearest", feature_shape=(4, 2, 2))
+    target.load_state_dict(source.state_dict())  # anomalib's DynamicBufferMixin resizes the empty buffer
+    assert torch.equal(target.memory_bank, source.memory_bank)

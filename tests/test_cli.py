@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fegan_anomalib import Fegan
 
@@ -173,8 +174,50 @@ TRAIN_CONFIGS = sorted(p for p in Path(__file__).parents[1].joinpath("configs").
 @pytest.mark.parametrize("config", TRAIN_CONFIGS)
 def test_every_config_parses_with_anomalib_cli(config: Path, tmp_path: Path) -> None:
     result = anomalib_cli("train", "--config", str(config), "--print_config", cwd=tmp_path)
-    assert "class_path: fegan_anomalib.Fegan" in result.stdout
-    assert "max_epochs:" in result.stdout
+    parsed = yaml.safe_load(result.stdout)
+    assert parsed["model"]["class_path"] == "fegan_anomalib.Fegan"
+    assert parsed["trainer"]["max_epochs"] == yaml.safe_load(config.read_text())["trainer"]["max_epochs"]
+
+
+# the paper's settings (Sec. IV.B, Eq. 6-10): what configs/fegan_mvtec.yaml gives the model, the data, the trainer
+PAPER = {
+    "model": {
+        "image_size": 256,
+        "backbone": "vgg19",
+        "tap": "relu5_4",
+        "pre_trained": True,
+        "lambda_fea": 30.0,
+        "lambda_con": 30.0,
+        "lambda_adv": 1.0,
+        "adversarial_loss": "bce",
+        "feature_map_weight": 0.6,
+        "sigma": 0.0,
+        "feature_distance": "l2",
+        "component_norm": "none",
+        "image_score_top_ratio": 0.0,
+        "augmenter_area_ratio": 0.2,
+        "augmenter_max_patch_ratio": 0.01,
+        "lr": 0.0002,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "weight_decay": 1e-05,
+    },
+    "data": {"train_batch_size": 16},
+    "trainer": {"max_epochs": 200},
+}
+
+
+def test_the_paper_config_holds_the_papers_values_as_the_cli_parses_them(tmp_path: Path) -> None:
+    config = Path(__file__).parents[1] / "configs" / "fegan_mvtec.yaml"
+    parsed = yaml.safe_load(anomalib_cli("train", "--config", str(config), "--print_config", cwd=tmp_path).stdout)
+    sections = {
+        "model": parsed["model"]["init_args"],
+        "data": parsed["data"]["init_args"],
+        "trainer": parsed["trainer"],
+    }
+    for section, values in PAPER.items():
+        for name, value in values.items():
+            assert sections[section][name] == value, f"{section}.{name}: {sections[section][name]!r}, paper {value!r}"
 
 
 def test_predict_on_a_folder_reports_unreadable_files_and_predicts_the_rest(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import subprocess
@@ -77,7 +78,7 @@ def test_planted_dataset_plants_half_with_their_masks_and_repeats_itself(synthet
 
 
 def test_planted_validation_fit_writes_curves_images_and_measures_train_stats(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed_everything(0)
     model = Fegan(image_size=32, pre_trained=False, component_norm="train_stats", visualizer=False, max_epochs=2)
@@ -89,8 +90,9 @@ def test_planted_validation_fit_writes_curves_images_and_measures_train_stats(
         logger=False,
         enable_progress_bar=False,
     )
-    with pytest.warns(UserWarning, match="1 normal and 1 planted images: with fewer than 20 per class"):
+    with caplog.at_level(logging.WARNING, logger="fegan_anomalib"):
         engine.fit(model, datamodule=datamodule)
+    assert "1 normal and 1 planted images: with fewer than 20 per class" in caplog.text
     assert len(datamodule.train_data) == 6
     assert sorted(datamodule.val_data.samples.label_index) == [0, 1]  # two held out, one planted
     assert all("/test/" not in path for path in datamodule.val_data.samples.image_path)  # no test image seen
@@ -151,7 +153,7 @@ def test_old_checkpoint_with_a_saved_blur_kernel_and_older_arguments_loads(
 ) -> None:
     state = torch.load(checkpoint_of(trained[0]), map_location="cpu", weights_only=False)
     state["state_dict"]["model.anomaly_map_generator.blur.kernel"] = torch.ones(1, 1, 3, 3)
-    for name in ("adversarial_loss", "encoder_batchnorm", "gradient_norm_every"):
+    for name in ("adversarial_loss", "encoder_batchnorm", "gradient_share_every"):
         state["hyper_parameters"].pop(name, None)
     old = tmp_path / "old.ckpt"
     torch.save(state, old)

@@ -1,4 +1,5 @@
-"""The names of 0.1 (use_mse, mse_*, augmentation*, score_lambda, d_collapse_loss) still load, with a warning."""
+"""Renamed arguments (0.1's use_mse, mse_*, augmentation*, score_lambda, d_collapse_loss; 0.2's gradient_norm_every)
+still load, with a warning that names the release that drops them."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ OLD = {
     "mse_seed": 7,
     "score_lambda": 0.9,
     "d_collapse_loss": 0.5,
+    "gradient_norm_every": 3,
 }
 
 
@@ -36,6 +38,7 @@ def _check_new_values(model: Fegan) -> None:
     assert model.hparams["d_collapse_threshold"] == 0.5  # itself deprecated since 0.3, without effect
     assert not set(RENAMED) & set(model.hparams), "the old names must not be saved again"
     assert model.hparams["augmenter_max_patch_ratio"] == 0.02
+    assert model.gradient_share_every == 3
 
 
 def test_every_old_name_maps_onto_its_new_name_with_a_future_warning() -> None:
@@ -43,6 +46,8 @@ def test_every_old_name_maps_onto_its_new_name_with_a_future_warning() -> None:
         model = Fegan(**SMALL, **OLD)
     warned = {str(warning.message).split("`")[1] for warning in record if "renamed" in str(warning.message)}
     assert warned == set(OLD)
+    removal = {str(w.message).split("`")[1]: str(w.message).split("fegan-anomalib ")[1][:3] for w in record}
+    assert removal["gradient_norm_every"] == "0.5" and removal["score_lambda"] == "0.4"
     _check_new_values(model)
 
 

@@ -86,17 +86,30 @@ def test_a_loaded_state_dict_keeps_its_fen_and_encoder_at_test_start(tmp_path: P
     assert torch.equal(fresh.model.encoder[0].weight, trained.model.encoder[0].weight)
 
 
-def test_checkpoint_settings_take_defaults_from_the_checkpoint_and_rename_0_1_names() -> None:
+def test_checkpoint_settings_take_what_was_not_given_from_the_checkpoint_and_rename_0_1_names() -> None:
     from fegan_anomalib.models.fegan.guards import checkpoint_settings
 
-    model = Fegan(image_size=256, pre_trained=False, sigma=2.0)  # sigma given, the rest at its defaults
+    model = Fegan(pre_trained=False, sigma=2.0)  # sigma and pre_trained given, the rest left alone
+    given = model.given_settings
+    assert given == {"pre_trained", "sigma"} and model.hparams.image_size == 256  # filled from DEFAULTS
     saved = {"backbone": "vgg19", "image_size": 128, "pre_trained": False, "sigma": 4.0, "score_lambda": 0.8}
     with pytest.warns(FutureWarning, match="score_lambda"):
-        adopted = checkpoint_settings({"hyper_parameters": saved}, model.hparams, Fegan)
+        adopted = checkpoint_settings({"hyper_parameters": saved}, model.hparams, given)
     # sigma was given: kept; pre_trained equal; no feature_distance or ridge recorded: their values then, not 0.3's
     assert adopted == {"image_size": 128, "feature_map_weight": 0.8, "feature_distance": "l2", "mahalanobis_ridge": 0.0}
-    assert checkpoint_settings({"hyper_parameters": {"n_features": 100}}, model.hparams, Fegan) == {}  # not FEGAN's
-    # a 0.2 checkpoint recorded every argument: it keeps its own scoring under 0.3's defaults
+    assert checkpoint_settings({"hyper_parameters": {"n_features": 100}}, model.hparams, given) == {}  # not FEGAN's
+    # a 0.2 checkpoint recorded every argument: it keeps its own scoring under today's defaults
     scoring = {"tap": "relu5_4", "feature_distance": "l2", "component_norm": "none", "mahalanobis_ridge": 0.0}
-    adopted = checkpoint_settings({"hyper_parameters": {"backbone": "vgg19", **scoring}}, model.hparams, Fegan)
+    adopted = checkpoint_settings({"hyper_parameters": {"backbone": "vgg19", **scoring}}, model.hparams, given)
     assert adopted == scoring
+
+
+def test_a_setting_typed_at_its_default_value_wins_over_the_checkpoint() -> None:
+    """`anomalib test --ckpt_path CKPT --model.image_score_top_ratio 0.01`: 0.01 is the default, and it was typed."""
+    from fegan_anomalib.models.fegan.guards import checkpoint_settings
+
+    typed = Fegan(pre_trained=False, image_score_top_ratio=0.01, tap="relu4_4")
+    saved = {"backbone": "vgg19", "image_score_top_ratio": 0.0, "tap": "relu5_4", "sigma": 4.0}
+    saved |= {name: typed.hparams[name] for name in ("feature_distance", "mahalanobis_ridge")}  # as today's record
+    adopted = checkpoint_settings({"hyper_parameters": saved}, typed.hparams, typed.given_settings)
+    assert adopted == {"sigma": 4.0}  # the typed ratio and tap stay (a differing tap is then refused by the fit check)

@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 
 class LearningCurves(Callback):
-    """Write a fit's per-epoch losses, gradient norms and validation metrics as CSV and a figure.
+    """Write a fit's per-epoch losses, gradient shares and validation metrics as CSV and a figure.
 
     ``learning_curves.csv`` and ``learning_curves.png`` go into the run folder and are rewritten
     after every epoch, so a stopped run keeps its curve. Every logger also records the same
@@ -59,7 +59,7 @@ class LearningCurves(Callback):
         self.write(Path(trainer.default_root_dir))
 
     def write(self, folder: Path) -> None:
-        """Write the CSV and the figure (losses, gradient norms, validation metrics) into ``folder``."""
+        """Write the CSV and the figure (losses, gradient shares, validation metrics) into ``folder``."""
         import pandas as pd  # noqa: PLC0415
 
         folder.mkdir(parents=True, exist_ok=True)

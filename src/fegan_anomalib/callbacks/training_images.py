@@ -75,7 +75,12 @@ class TrainingImages(Callback):
         images = self._images.to(pl_module.device)
         augmented, _ = pl_module.augmenter(images, generator=torch.Generator().manual_seed(0))
         with model.evaluating():
-            residual, feature, reconstruction = model.component_maps(augmented)
+            if model.use_fen and not model.anomaly_map_generator.needs_train_stats:
+                residual, feature, reconstruction = model.component_maps(augmented)
+            else:  # no FEN, or F's statistics not measured yet (no validation so far): R alone, F's tile blank
+                _, reconstruction = model.generate(augmented)
+                residual = torch.linalg.vector_norm(model.to_gan_range(augmented) - reconstruction.float(), dim=1)
+                feature = torch.zeros_like(residual)
         colormap = mpl.colormaps["jet"]
 
         def coloured(maps: torch.Tensor) -> torch.Tensor:
@@ -84,8 +89,6 @@ class TrainingImages(Callback):
             return torch.from_numpy(colormap(scaled)[..., :3]).permute(0, 3, 1, 2).float()
 
         columns = [images.cpu(), augmented.cpu(), model.from_gan_range(reconstruction).cpu()]
-        if feature is None or model.anomaly_map_generator.needs_train_stats:  # no FEN, or F's statistics unmeasured
-            feature = torch.zeros_like(residual)
         columns.append(coloured(feature))
         columns.append(coloured(residual))
         tiles = torch.stack(columns, dim=1).flatten(0, 1)  # image-major: one row per image

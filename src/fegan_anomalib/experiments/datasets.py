@@ -15,17 +15,28 @@ convert it here; nothing is fetched by this command.
   AD *hazelnut* (CC BY-NC-SA 4.0, MVTec Software GmbH: non-commercial evaluation only). ``SOURCE`` is
   the clone or that folder.
 
+- ``mvtec``: any folder already in MVTec AD layout (``train/good``, ``test/<kind>``, ``ground_truth/<kind>``), such
+  as a set this command built; the set is named after the folder. With ``--unaligned`` this is how an unaligned
+  copy of a built set is made.
+
 Every image is resized to ``--size``² (bicubic; grey stays grey), every mask nearest-neighbour and
 binarised to 0/255, files renumbered ``000.png`` ... in sorted source order, masks ``NNN_mask.png``:
 anomalib's ``MVTecAD`` reads the result (``--data.root datasets --data.category magnetic_tile``). The
 command prints the counts and a SHA-256 of the set's decoded pixels and relative paths, so two
 builds can be compared whatever PNG encoder wrote them.
+
+``--unaligned`` writes ``OUT/<set>_unaligned`` instead: every train and test image, and its mask with it, turned by
+a seeded random angle in [0°, 360°) and shifted by up to 10 % of the side in each direction (``--unaligned-seed``),
+the frame filled by reflection. The product then sits at another angle and place in every image, as parts do
+on a conveyor without a fixture, so a score that learnt where things usually are cannot hold (BENCHMARKS.md,
+"Unaligned parts").
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +90,11 @@ def magnetic_tile_layout(source: Path, train_normals: int, test_normals: int, se
 
 def hazelnut_layout(source: Path) -> Layout:
     """Collect the training_extensions hazelnut assets (already MVTec-like: masks ``<stem>.png`` or ``_mask``)."""
-    root = source / HAZELNUT_SUBPATH if (source / HAZELNUT_SUBPATH).is_dir() else source
+    return mvtec_layout(source / HAZELNUT_SUBPATH if (source / HAZELNUT_SUBPATH).is_dir() else source)
+
+
+def mvtec_layout(root: Path) -> Layout:
+    """Collect a folder in MVTec AD layout: masks in ``ground_truth/<kind>`` named ``<stem>.png`` or ``<stem>_mask``."""
     layout = Layout()
     layout.images["train/good"] = _require_folder(root / "train" / "good", "normal training images")
     layout.images["test/good"] = _require_folder(root / "test" / "good", "normal test images")
@@ -100,6 +115,38 @@ def _mask_of(image: Path, mask: Path | None) -> Path:
     return mask
 
 
+# the frame is filled by reflection out to this share of the side: a turned, shifted square never reaches past it
+# (half the diagonal, 0.71, plus the shift, up to 0.14 along a diagonal, is under 0.5 + 0.36)
+UNALIGNED_PAD = 0.36
+UNALIGNED_SHIFT = 0.10
+
+
+def unaligned_draws(rng: np.random.Generator) -> tuple[float, float, float]:
+    """One image's angle in degrees [0, 360) and shift as shares of the side in [-0.1, 0.1]."""
+    angle, shift_x, shift_y = rng.uniform(
+        (0.0, -UNALIGNED_SHIFT, -UNALIGNED_SHIFT), (360.0, UNALIGNED_SHIFT, UNALIGNED_SHIFT)
+    )
+    return float(angle), float(shift_x), float(shift_y)
+
+
+def unalign(image: Image.Image, draws: tuple[float, float, float], is_mask: bool) -> Image.Image:
+    """Turn and shift ``image`` about its centre, the frame filled by reflection (a mask: nearest, binarised)."""
+    angle, shift_x, shift_y = draws
+    width, height = image.size
+    pad = math.ceil(UNALIGNED_PAD * max(width, height)) + 2
+    pixels = np.asarray(image)
+    padding = ((pad, pad), (pad, pad)) + (((0, 0),) if pixels.ndim == 3 else ())
+    padded = Image.fromarray(np.pad(pixels, padding, mode="reflect"), mode=image.mode)
+    turned = padded.rotate(
+        angle,
+        resample=Image.NEAREST if is_mask else Image.BILINEAR,
+        translate=(shift_x * width, shift_y * height),
+    ).crop((pad, pad, pad + width, pad + height))
+    if is_mask:
+        return Image.fromarray(np.where(np.asarray(turned) > 127, 255, 0).astype(np.uint8), mode="L")
+    return turned
+
+
 def _resized(path: Path, size: int, is_mask: bool) -> Image.Image:
     with Image.open(path) as source:
         if is_mask:
@@ -109,8 +156,13 @@ def _resized(path: Path, size: int, is_mask: bool) -> Image.Image:
         return converted.resize((size, size), Image.BICUBIC)
 
 
-def write_layout(layout: Layout, out: Path, size: int) -> tuple[dict[str, int], str]:
-    """Write the set under ``out`` (which must not hold one yet); return counts per folder and the checksum."""
+def write_layout(layout: Layout, out: Path, size: int, unaligned_seed: int | None = None) -> tuple[dict[str, int], str]:
+    """Write the set under ``out`` (which must not hold one yet); return counts per folder and the checksum.
+
+    With ``unaligned_seed``, every image and its mask are turned and shifted alike (:func:`unalign`), one draw per
+    image in the order written.
+    """
+    rng = np.random.default_rng(unaligned_seed) if unaligned_seed is not None else None
     if out.exists() and any(out.iterdir()):
         msg = f"{out} exists and is not empty: remove it or choose another --out."
         raise FileExistsError(msg)
@@ -123,8 +175,10 @@ def write_layout(layout: Layout, out: Path, size: int) -> tuple[dict[str, int], 
             outputs = [(Path(split) / f"{number:03d}.png", source, False)]
             if source in layout.masks:
                 outputs.append((Path("ground_truth") / kind / f"{number:03d}_mask.png", layout.masks[source], True))
+            draws = unaligned_draws(rng) if rng is not None else None
             for relative, path, is_mask in outputs:
                 image = _resized(path, size, is_mask)
+                image = unalign(image, draws, is_mask) if draws is not None else image
                 (out / relative).parent.mkdir(parents=True, exist_ok=True)
                 image.save(out / relative)
                 digest.update(f"{relative.as_posix()}|{image.mode}|{image.size}|".encode())
@@ -135,26 +189,37 @@ def write_layout(layout: Layout, out: Path, size: int) -> tuple[dict[str, int], 
 def main(argv: list[str] | None = None) -> None:
     """Convert a downloaded source into an MVTec-layout set and print its counts and checksum."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("set", choices=("magnetic_tile", "hazelnut_mini"))
-    parser.add_argument("source", type=Path, help="the downloaded source (a git clone of its repository)")
+    parser.add_argument("set", choices=("magnetic_tile", "hazelnut_mini", "mvtec"))
+    parser.add_argument(
+        "source", type=Path, help="the downloaded source (a git clone of its repository); for mvtec, the set's folder"
+    )
     parser.add_argument("--out", type=Path, default=Path("datasets"), help="data root; the set goes in OUT/SET")
     parser.add_argument("--size", type=int, default=256, help="side of the square images (default 256)")
     parser.add_argument("--train-normals", type=int, default=400, help="magnetic_tile: normal training tiles")
     parser.add_argument("--test-normals", type=int, default=150, help="magnetic_tile: normal test tiles")
     parser.add_argument("--seed", type=int, default=0, help="magnetic_tile: shuffle of the normal tiles")
+    parser.add_argument(
+        "--unaligned", action="store_true", help="turn and shift every image with its mask; writes OUT/<set>_unaligned"
+    )
+    parser.add_argument("--unaligned-seed", type=int, default=0, help="seeds each image's angle and shift")
     args = parser.parse_args(argv)
     if not args.source.is_dir():
         parser.error(f"source {args.source} is not a folder: clone the set's repository first (see --help)")
+    name = args.source.resolve().name if args.set == "mvtec" else args.set
     if args.set == "magnetic_tile":
         layout = magnetic_tile_layout(args.source, args.train_normals, args.test_normals, args.seed)
-    else:
+    elif args.set == "hazelnut_mini":
         layout = hazelnut_layout(args.source)
-    counts, digest = write_layout(layout, args.out / args.set, args.size)
-    print(f"wrote {args.out / args.set} ({args.size}x{args.size}):")
+    else:
+        layout = mvtec_layout(args.source)
+    name = f"{name}_unaligned" if args.unaligned else name
+    seed = args.unaligned_seed if args.unaligned else None
+    counts, digest = write_layout(layout, args.out / name, args.size, seed)
+    print(f"wrote {args.out / name} ({args.size}x{args.size}{', unaligned' if args.unaligned else ''}):")
     for split, count in counts.items():
         print(f"  {split}: {count}" + (" (with masks)" if split.startswith("test/") and split != "test/good" else ""))
     print(f"sha256 of the set (paths and pixels): {digest}")
-    print(f"use: --data anomalib.data.MVTecAD --data.root {args.out} --data.category {args.set}")
+    print(f"use: --data anomalib.data.MVTecAD --data.root {args.out} --data.category {name}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ passes values outside [0, 1] through a sigmoid, which ties every large feature d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -52,11 +53,16 @@ class ComponentAUROC:
     Args:
         pixel_stride: keep every ``pixel_stride``-th row and column of each map (memory stays
             bounded: 1/16 of the pixels at the default ``4``).
+        image_score: (B, H, W) map → (B,) image score, the model's own (FEGAN passes its top-share mean, so
+            ``val_F_image_AUROC`` ranks images as the fused score does); the map's maximum without one.
 
     """
 
-    def __init__(self, pixel_stride: int = 4) -> None:
+    def __init__(
+        self, pixel_stride: int = 4, image_score: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
         self.pixel_stride = pixel_stride
+        self.image_score = image_score or (lambda maps: torch.amax(maps, dim=(-2, -1)))
         self.reset()
 
     def reset(self) -> None:
@@ -79,7 +85,7 @@ class ComponentAUROC:
             if component is None:
                 continue
             if gt_label is not None:
-                self._append(f"{name}_image_score", torch.amax(component, dim=(-2, -1)))
+                self._append(f"{name}_image_score", self.image_score(component))
             if gt_mask is not None:
                 self._append(f"{name}_pixels", component[..., ::step, ::step])
         if gt_label is not None:

@@ -35,28 +35,35 @@ from __future__ import annotations
 import logging
 
 import torch
-from anomalib.models.components import GaussianBlur2d
+from anomalib.models.components import DynamicBufferMixin, GaussianBlur2d
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+
+from .memory import k_center_greedy, nearest_distance, neighbourhood
 
 logger = logging.getLogger(__name__)
 
 COMPONENT_NORMS = ("none", "train_stats")
-FEATURE_DISTANCES = ("l2", "mahalanobis")
+FEATURE_DISTANCES = ("l2", "mahalanobis", "nearest", "mahalanobis+nearest")
 # a channel whose residual never varied on the training images (e.g. a ReLU dead at that cell in both
 # networks) is floored at this fraction of the mean variance instead of dividing by ~0
 VARIANCE_FLOOR = 1e-3
 
 
-class AnomalyMapGenerator(nn.Module):
+class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
     """Fuse FEGAN's feature map F and reconstruction map R into the anomaly map S.
 
     Args:
         feature_map_weight: λ of Eq. 8, the weight of F. Defaults to ``0.6``.
         component_norm: ``"none"`` or ``"train_stats"``. Defaults to ``"none"``.
         sigma: standard deviation of an optional Gaussian smoothing; ``0`` (default, the paper's) is none.
-        feature_distance: ``"l2"`` (Eq. 6, default) or ``"mahalanobis"`` **[A7b]**.
-        feature_shape: (channels, height, width) of the tap's features; needed by ``"mahalanobis"`` only.
+        feature_distance: ``"l2"`` (Eq. 6, default), ``"mahalanobis"`` per tap cell **[A7b]**, ``"nearest"``: the
+            distance of each cell's residual (averaged with its 3×3 neighbours) to the nearest such residual of
+            any cell of the normal training images, a memory of at most ``memory_size`` of them **[A7c]**, or
+            ``"mahalanobis+nearest"``: both, each standardised on the training cells, summed **[A7c]**.
+        feature_shape: (channels, height, width) of the tap's features; needed by ``"mahalanobis"`` and ``"nearest"``.
+        memory_size: with ``"nearest"``, the most training cells the memory keeps (a k-center coreset beyond it,
+            ``memory.k_center_greedy``; ``measure_scoring_statistics`` fills it). Defaults to ``16384``.
         image_score_top_ratio: the image score is the mean of this share of the map's highest pixels
             (default ``0.01``, 1 %); ``0`` is their maximum, Eq. 10 as printed **[A8b]**.
         mahalanobis_ridge: with ``"mahalanobis"``, divide by ``sqrt(var + ridge·mean(var))`` instead of
@@ -81,6 +88,7 @@ class AnomalyMapGenerator(nn.Module):
         feature_shape: tuple[int, int, int] | None = None,
         image_score_top_ratio: float = 0.01,
         mahalanobis_ridge: float = 0.0,
+        memory_size: int = 16384,
     ) -> None:
         super().__init__()
         if mahalanobis_ridge < 0:
@@ -97,9 +105,16 @@ class AnomalyMapGenerator(nn.Module):
         if feature_distance not in FEATURE_DISTANCES:
             msg = f"feature_distance must be one of {FEATURE_DISTANCES}, got '{feature_distance}'."
             raise ValueError(msg)
-        if feature_distance == "mahalanobis" and feature_shape is None:
-            msg = "feature_distance='mahalanobis' needs feature_shape, the (channels, height, width) of the tap."
+        if feature_distance != "l2" and feature_shape is None:
+            msg = (
+                f"feature_distance={feature_distance!r} needs feature_shape, the (channels, height, width) of the tap."
+            )
             raise ValueError(msg)
+        if memory_size < 1:
+            msg = f"memory_size must be a positive number of training cells, got {memory_size}."
+            raise ValueError(msg)
+        self.memory_size = memory_size
+        self.feature_shape = feature_shape
         if not 0.0 <= feature_map_weight <= 1.0:
             msg = f"feature_map_weight must lie in [0, 1], got {feature_map_weight}."
             raise ValueError(msg)
@@ -112,26 +127,44 @@ class AnomalyMapGenerator(nn.Module):
         self.register_buffer("feature_stats", torch.full((2,), float("nan")))
         self.register_buffer("residual_stats", torch.full((2,), float("nan")))
         self.feature_distance = feature_distance
-        if feature_distance == "mahalanobis":  # (1, C, h, w): per tap cell and channel, exported with the graph
+        if self.per_cell:  # (1, C, h, w): per tap cell and channel, exported with the graph
             self.register_buffer("feature_residual_mean", torch.full((1, *feature_shape), float("nan")))
             self.register_buffer("feature_residual_inv_std", torch.full((1, *feature_shape), float("nan")))
+        if self.position_free:  # (M, C): the training cells' residuals, sized when measured (or loaded)
+            self.register_buffer("memory_bank", torch.empty(0, feature_shape[0]))
+        if self.per_cell and self.position_free:  # (2, 2): (mean, std) of each distance over the training cells
+            self.register_buffer("distance_stats", torch.full((2, 2), float("nan")))
+
+    @property
+    def per_cell(self) -> bool:
+        """True when F uses the per-cell Mahalanobis statistics ("where things usually are")."""
+        return self.feature_distance in {"mahalanobis", "mahalanobis+nearest"}
+
+    @property
+    def position_free(self) -> bool:
+        """True when F uses the nearest-neighbour memory ("what things look like", wherever they sit)."""
+        return self.feature_distance in {"nearest", "mahalanobis+nearest"}
 
     @property
     def measures_train_stats(self) -> bool:
         """True when scoring uses statistics of the normal training images (measured during fit)."""
-        return self.component_norm == "train_stats" or self.feature_distance == "mahalanobis"
+        return self.component_norm == "train_stats" or self.feature_distance != "l2"
 
     @property
     def needs_train_stats(self) -> bool:
         """True while a statistic that scoring uses has not been measured."""
-        if self.feature_distance == "mahalanobis" and bool(torch.isnan(self.feature_residual_mean).any()):
+        if self.per_cell and bool(torch.isnan(self.feature_residual_mean).any()):
+            return True
+        if self.position_free and self.memory_bank.shape[0] == 0:
+            return True
+        if self.per_cell and self.position_free and bool(torch.isnan(self.distance_stats).any()):
             return True
         return self.component_norm == "train_stats" and bool(torch.isnan(self.residual_stats).any())
 
     def feature_residual(self, fen_features: torch.Tensor, encoder_features: torch.Tensor) -> torch.Tensor:
         """θ*(x) − θ(x) in float32, standardised per cell and channel with ``"mahalanobis"``."""
         residual = fen_features.float() - encoder_features.float()
-        if self.feature_distance == "mahalanobis":
+        if self.per_cell:
             scale = self.feature_residual_inv_std
             if self.mahalanobis_ridge > 0:  # var + ridge·mean(var), from the stored 1/std
                 variance = scale.pow(-2)
@@ -153,6 +186,62 @@ class AnomalyMapGenerator(nn.Module):
         self.feature_residual_mean.copy_(mean.unsqueeze(0))
         self.feature_residual_inv_std.copy_(variance.rsqrt().unsqueeze(0))
 
+    def memory_cells(self, fen_features: torch.Tensor, encoder_features: torch.Tensor) -> torch.Tensor:
+        """(B·h·w, C) rows of what ``"nearest"`` compares: each cell's residual averaged with its 3×3 neighbours."""
+        cells = neighbourhood(fen_features.float() - encoder_features.float())
+        return cells.permute(0, 2, 3, 1).reshape(-1, cells.shape[1])
+
+    def set_memory(self, cells: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Keep ``cells`` as the memory, or a k-center coreset of ``memory_size`` of them; return the kept indices."""
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        keep = k_center_greedy(cells, self.memory_size, generator)
+        self.memory_bank = cells[keep.to(cells.device)].float().contiguous()
+        return keep
+
+    def cell_distances(self, fen_features: torch.Tensor, encoder_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each distance F is built from, per tap cell, (B, 1, h, w): ``"mahalanobis"`` and/or ``"nearest"``."""
+        distances = {}
+        if self.feature_distance != "nearest":  # l2 or the per-cell Mahalanobis: the norm of the (scaled) residual
+            residual = self.feature_residual(fen_features, encoder_features)
+            distances["l2" if self.feature_distance == "l2" else "mahalanobis"] = torch.linalg.vector_norm(
+                residual, dim=1, keepdim=True
+            )
+        if self.position_free:
+            if self.memory_bank.shape[0] == 0:  # a shape, not a value: no host wait, and an exported graph has one
+                msg = (
+                    "FEGAN's nearest-neighbour score has an empty memory: it is filled from the training images during "
+                    "fit (statistics.measure_scoring_statistics). Load a trained checkpoint or fit the model first."
+                )
+                raise RuntimeError(msg)
+            batch, _, height, width = encoder_features.shape
+            distance = nearest_distance(self.memory_cells(fen_features, encoder_features), self.memory_bank)
+            distances["nearest"] = distance.view(batch, 1, height, width)
+        return distances
+
+    def combine(self, distances: dict[str, torch.Tensor]) -> torch.Tensor:
+        """F per tap cell from :meth:`cell_distances`: the one distance, or both for ``"mahalanobis+nearest"``.
+
+        Each standardised by its mean and std over the training cells, summed, over √2 (unit variance if apart).
+        """
+        if len(distances) == 1:
+            return next(iter(distances.values()))
+        stats = self.distance_stats
+        standardised = [
+            (distances[name] - stats[i, 0]) / stats[i, 1] for i, name in enumerate(("mahalanobis", "nearest"))
+        ]
+        return (standardised[0] + standardised[1]) / 2**0.5
+
+    def set_distance_stats(self, distances: dict[str, torch.Tensor]) -> None:
+        """Store each distance's (mean, std) over training cells (``"mahalanobis+nearest"``)."""
+        for index, name in enumerate(("mahalanobis", "nearest")):
+            values = distances[name].double()
+            self.distance_stats[index, 0] = values.mean()
+            self.distance_stats[index, 1] = values.std().clamp_min(1e-12)
+
+    def cell_distance(self, fen_features: torch.Tensor, encoder_features: torch.Tensor) -> torch.Tensor:
+        """F per tap cell, (B, 1, h, w), under ``feature_distance``."""
+        return self.combine(self.cell_distances(fen_features, encoder_features))
+
     def components(
         self,
         images: torch.Tensor,
@@ -169,8 +258,12 @@ class AnomalyMapGenerator(nn.Module):
         residual = torch.linalg.vector_norm(images.float() - reconstruction.float(), dim=1)
         if fen_features is None:
             return residual, None
-        feature = torch.linalg.vector_norm(self.feature_residual(fen_features, encoder_features), dim=1, keepdim=True)
-        feature = F.interpolate(feature, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        feature = F.interpolate(
+            self.cell_distance(fen_features, encoder_features),
+            size=images.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
         return residual, feature.squeeze(1)
 
     def set_train_stats(self, residual: tuple[float, float], feature: tuple[float, float] | None) -> None:

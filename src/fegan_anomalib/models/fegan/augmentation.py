@@ -1,13 +1,17 @@
-"""M-SE, FEGAN's Multi-scale Self-Enhancement augmentation **[A9]**.
+"""M-SE, FEGAN's Multi-scale Self-Enhancement augmentation **[A9]**, and the Table 6 comparators.
 
 During training FEGAN pastes colour-jittered patches cut from the image itself onto the image,
 so the generator must map a locally "defective" input back to the clean image and its clean
 features. Patches are cut from the original image (not from the already-pasted copy), their
 total area is ``area_ratio`` of the image, each at most ``max_patch_ratio``, with log-uniform
-aspect ratios; overlaps are allowed. Like DRAEM's augmenter, it runs inside ``training_step``
-on the already-resized batch, and it is never part of the inference graph.
+aspect ratios; overlaps are allowed, a later patch covering an earlier one. Like DRAEM's augmenter,
+it runs inside ``training_step`` on the already-resized batch, and it is never part of the inference graph.
 
-Draws come from an optional ``torch.Generator`` so a seed gives the same output.
+Batched, not looped: every patch of every image is drawn at once (one ``torch.rand`` on the step's CPU
+generator), then cut, jittered and pasted with a fixed number of tensor operations, whatever the batch
+size and the patch count. A per-image, per-patch loop cost ~22,000 kernel launches per step at batch 16 on a
+GPU, 88 % of the step (BENCHMARKS.md, "Training speed"). The draws stay on the CPU generator, so a seed
+gives the same patches on CPU and GPU, and a resumed run repeats them (``step_generator``).
 """
 
 from __future__ import annotations
@@ -17,25 +21,79 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torchvision.transforms.v2 import functional as TF  # noqa: N812
+
+# ITU-R 601 luma, as torchvision's rgb_to_grayscale (contrast and saturation blend towards it)
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 
 
-class Patch(NamedTuple):
-    """One pasted patch: height, width, source and destination top-left corners."""
+class PatchDraws(NamedTuple):
+    """Every patch of one batch, each field (B, n): size, source and destination corners, jitter factors."""
 
-    height: int
-    width: int
-    src: tuple[int, int]
-    dst: tuple[int, int]
+    height: torch.Tensor
+    width: torch.Tensor
+    src_y: torch.Tensor
+    src_x: torch.Tensor
+    dst_y: torch.Tensor
+    dst_x: torch.Tensor
+    brightness: torch.Tensor
+    contrast: torch.Tensor
+    saturation: torch.Tensor
+    hue: torch.Tensor
 
 
-def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
-    return low + (high - low) * torch.rand((), generator=generator).item()
+def _integers(uniform: torch.Tensor, high: torch.Tensor | int) -> torch.Tensor:
+    """Uniform integers in [0, high] from uniforms in [0, 1) (elementwise ``high``)."""
+    high = torch.as_tensor(high, dtype=torch.long)
+    return (uniform * (high + 1)).floor().long().clamp(min=0).minimum(high)
 
 
-def _randint(high: int, generator: torch.Generator | None) -> int:
-    """Uniform integer in [0, high]."""
-    return int(torch.randint(high + 1, (), generator=generator).item())
+def _to(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Move small CPU draws to ``device`` in one copy, pinned and asynchronous on CUDA (no host wait)."""
+    if device.type == "cpu":
+        return tensors
+    packed = torch.cat([t.double().flatten() for t in tensors])
+    packed = packed.pin_memory() if device.type == "cuda" else packed
+    moved = packed.to(device, non_blocking=True).split([t.numel() for t in tensors])
+    return tuple(m.view(t.shape).to(t.dtype) for m, t in zip(moved, tensors, strict=True))
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(..., C) → (..., 1) luma of channel-last pixels; a 1-channel image is its own."""
+    if images.shape[-1] == 1:
+        return images
+    weights = images.new_tensor(GRAY_WEIGHTS)
+    return (images * weights).sum(-1, keepdim=True)
+
+
+def shift_hue(images: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """Shift the hue of channel-last RGB pixels (..., 3) by ``hue`` (broadcast to (..., 1)), as torchvision does.
+
+    torchvision's ``adjust_hue`` takes one factor per call; this is its RGB → HSV → RGB with a factor per
+    patch (Pillow's hexcone model), equal to it to float rounding (tests/test_m_se.py).
+    """
+    maxc, _ = images.max(-1, keepdim=True)
+    minc, _ = images.min(-1, keepdim=True)
+    span = maxc - minc
+    flat = span == 0
+    saturation = span / torch.where(flat, torch.ones_like(maxc), maxc)
+    rc, gc, bc = ((maxc - images) / torch.where(flat, torch.ones_like(span), span)).unbind(-1)
+    r, g = images[..., 0], images[..., 1]
+    is_r = maxc[..., 0] == r
+    is_g = (maxc[..., 0] == g) & ~is_r
+    is_b = ~is_r & ~is_g
+    h = (bc - gc) * is_r + (2.0 + rc - bc) * is_g + (4.0 + gc - rc) * is_b
+    h = ((h / 6.0 + 1.0).fmod(1.0) + hue[..., 0]).remainder(1.0)
+    v, s = maxc[..., 0], saturation[..., 0]
+    h6 = h * 6
+    sector = h6.floor()
+    f = h6 - sector
+    sector = sector.long().remainder(6)
+    p = (v * (1 - s)).clamp(0, 1)
+    q = (v * (1 - s * f)).clamp(0, 1)
+    t = (v * (1 - s + s * f)).clamp(0, 1)
+    vpqt = torch.stack((v, p, q, t), -1)
+    select = images.new_tensor([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]]).long()
+    return vpqt.gather(-1, select[sector])
 
 
 class MultiScaleSelfEnhancement(nn.Module):
@@ -52,9 +110,10 @@ class MultiScaleSelfEnhancement(nn.Module):
 
     ``n = ceil(area_ratio / max_patch_ratio)`` patches of area ``area_ratio·H·W / n`` each, so
     ``area_ratio == max_patch_ratio`` gives one patch. Patch sides are floored (the spec rounds)
-    so no patch ever exceeds ``max_patch_ratio``. The jitter applies brightness, contrast,
-    saturation, hue in that fixed order (torchvision's ``ColorJitter`` shuffles the order from the
-    global RNG, which would break seeding).
+    so no patch ever exceeds ``max_patch_ratio``. The jitter applies brightness, contrast (towards the
+    patch's mean luma), saturation, hue in that fixed order, each clamped to [0, 1] as torchvision's
+    functional ops do (torchvision's ``ColorJitter`` shuffles the order from the global RNG, which would
+    break seeding). Grey-scale images take brightness and contrast only.
 
     Example:
         >>> m_se = MultiScaleSelfEnhancement()
@@ -81,6 +140,9 @@ class MultiScaleSelfEnhancement(nn.Module):
         if max_patch_ratio > area_ratio:
             msg = f"max_patch_ratio ({max_patch_ratio}) must not exceed area_ratio ({area_ratio})."
             raise ValueError(msg)
+        if not 0.0 <= hue <= 0.5:
+            msg = f"hue must lie in [0, 0.5] (a shift of the hue circle), got {hue}."
+            raise ValueError(msg)
         self.area_ratio = area_ratio
         self.max_patch_ratio = max_patch_ratio
         self.log_aspect = (math.log(aspect_ratio[0]), math.log(aspect_ratio[1]))
@@ -94,30 +156,61 @@ class MultiScaleSelfEnhancement(nn.Module):
         """``ceil(area_ratio / max_patch_ratio)``, robust to float error (0.2 / 0.01 = 20.000000000000004)."""
         return math.ceil(round(self.area_ratio / self.max_patch_ratio, 9))
 
-    def sample_patches(self, height: int, width: int, generator: torch.Generator | None = None) -> list[Patch]:
-        """Draw the patches for one image of size (height, width)."""
-        count = self.num_patches
-        area = self.area_ratio * height * width / count
-        patches = []
-        for _ in range(count):
-            ratio = math.exp(_uniform(*self.log_aspect, generator))
-            patch_h = min(height, max(1, math.floor(math.sqrt(area * ratio))))
-            patch_w = min(width, max(1, math.floor(area / patch_h)))
-            src = (_randint(height - patch_h, generator), _randint(width - patch_w, generator))
-            dst = (_randint(height - patch_h, generator), _randint(width - patch_w, generator))
-            patches.append(Patch(patch_h, patch_w, src, dst))
-        return patches
+    def patch_area(self, height: int, width: int) -> float:
+        """Area of every patch before its sides are floored: ``area_ratio·H·W / n``."""
+        return self.area_ratio * height * width / self.num_patches
 
-    def jitter(self, patch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Colour-jitter one (C, h, w) patch; grayscale-safe (saturation and hue need 3 channels)."""
-        patch = TF.adjust_brightness(patch, _uniform(1 - self.brightness, 1 + self.brightness, generator))
-        patch = TF.adjust_contrast(patch, _uniform(1 - self.contrast, 1 + self.contrast, generator))
-        saturation = _uniform(1 - self.saturation, 1 + self.saturation, generator)
-        hue = _uniform(-self.hue, self.hue, generator)
-        if patch.shape[0] == 3:
-            patch = TF.adjust_saturation(patch, saturation)
-            patch = TF.adjust_hue(patch, hue)
-        return patch.clamp(0.0, 1.0)
+    def box(self, height: int, width: int) -> tuple[int, int]:
+        """Bound the patch height and width the draws can give: the fixed box every patch is cut into."""
+        area = self.patch_area(height, width)
+        # one pixel of margin on each side: exp(log(a)) may round past a, and the draws floor
+        tallest = min(height, math.floor(math.sqrt(area * math.exp(self.log_aspect[1]))) + 1)
+        flattest = max(1, math.floor(math.sqrt(area * math.exp(self.log_aspect[0]))) - 1)
+        return max(1, tallest), min(width, math.floor(area / flattest) + 1)
+
+    def sample_patches(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None = None
+    ) -> PatchDraws:
+        """Draw every patch of a batch of (height, width) images at once, on the CPU."""
+        uniform = torch.rand(batch, self.num_patches, 9, generator=generator, dtype=torch.float64)
+        low, high = self.log_aspect
+        aspect = torch.exp(low + (high - low) * uniform[..., 0])
+        area = self.patch_area(height, width)
+        patch_h = torch.sqrt(area * aspect).floor().long().clamp(1, height)
+        patch_w = (area / patch_h).floor().long().clamp(1, width)
+
+        def factor(column: int, spread: float) -> torch.Tensor:
+            return (1 - spread + 2 * spread * uniform[..., column]).float()
+
+        return PatchDraws(
+            height=patch_h,
+            width=patch_w,
+            src_y=_integers(uniform[..., 1], height - patch_h),
+            src_x=_integers(uniform[..., 2], width - patch_w),
+            dst_y=_integers(uniform[..., 3], height - patch_h),
+            dst_x=_integers(uniform[..., 4], width - patch_w),
+            brightness=factor(5, self.brightness),
+            contrast=factor(6, self.contrast),
+            saturation=factor(7, self.saturation),
+            hue=(self.hue * (2 * uniform[..., 8] - 1)).float(),
+        )
+
+    def jitter(self, patches: torch.Tensor, valid: torch.Tensor, draws: PatchDraws) -> torch.Tensor:
+        """Colour-jitter channel-last patches (B, n, h, w, C); ``valid`` (B, n, h, w, 1) marks each patch's pixels.
+
+        Contrast blends towards the mean luma of the patch's own pixels, as ``adjust_contrast`` on the cut patch.
+        """
+        brightness, contrast, saturation, hue = (
+            value.to(patches.dtype)[..., None, None, None]
+            for value in (draws.brightness, draws.contrast, draws.saturation, draws.hue)
+        )
+        patches = (patches * brightness).clamp(0, 1)
+        mean = (grayscale(patches) * valid).sum((2, 3, 4), keepdim=True) / valid.sum((2, 3, 4), keepdim=True)
+        patches = (contrast * patches + (1 - contrast) * mean).clamp(0, 1)
+        if patches.shape[-1] == 3:
+            patches = (saturation * patches + (1 - saturation) * grayscale(patches)).clamp(0, 1)
+            patches = shift_hue(patches, hue)
+        return patches.clamp(0, 1)
 
     def forward(
         self,
@@ -125,27 +218,46 @@ class MultiScaleSelfEnhancement(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the augmented batch and the mask of pasted pixels."""
-        batch, _, height, width = images.shape
-        augmented = images.clone()
-        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
-        for index in range(batch):
-            for patch in self.sample_patches(height, width, generator):
-                (sy, sx), (dy, dx), h, w = patch.src, patch.dst, patch.height, patch.width
-                source = images[index, :, sy : sy + h, sx : sx + w]
-                augmented[index, :, dy : dy + h, dx : dx + w] = self.jitter(source, generator)
-                mask[index, :, dy : dy + h, dx : dx + w] = 1.0
-        return augmented, mask
+        batch, channels, height, width = images.shape
+        draws = PatchDraws(*_to(images.device, *self.sample_patches(batch, height, width, generator)))
+        box_h, box_w = self.box(height, width)
+        rows = torch.arange(box_h, device=images.device)
+        cols = torch.arange(box_w, device=images.device)
+        inside = (rows < draws.height[..., None])[..., :, None] & (cols < draws.width[..., None])[..., None, :]
+        # cut: (B, n, box_h, box_w, C) from the original image, rows and columns clamped inside the frame
+        index = torch.arange(batch, device=images.device)[:, None, None, None]
+        src_rows = (draws.src_y[..., None] + rows).clamp(max=height - 1)[..., :, None]
+        src_cols = (draws.src_x[..., None] + cols).clamp(max=width - 1)[..., None, :]
+        patches = images.permute(0, 2, 3, 1)[index, src_rows, src_cols]
+        patches = self.jitter(patches, inside[..., None].to(images.dtype), draws)
+        # paste: each pixel takes the last patch that covers it (patch k+1 over patch k), found by a max-scatter
+        dst_rows = (draws.dst_y[..., None] + rows).clamp(max=height - 1)[..., :, None]
+        dst_cols = (draws.dst_x[..., None] + cols).clamp(max=width - 1)[..., None, :]
+        order = torch.arange(1, draws.height.shape[1] + 1, device=images.device)[None, :, None, None] * inside
+        winner = torch.zeros(batch, height * width, dtype=torch.long, device=images.device)
+        winner.scatter_reduce_(1, (dst_rows * width + dst_cols).flatten(1), order.flatten(1), reduce="amax")
+        covered = winner > 0
+        last = (winner - 1).clamp(min=0)
+        pixel = torch.arange(height * width, device=images.device)
+        offset_y = pixel // width - draws.dst_y.gather(1, last)
+        offset_x = pixel % width - draws.dst_x.gather(1, last)
+        source = (last * box_h + offset_y.clamp(0, box_h - 1)) * box_w + offset_x.clamp(0, box_w - 1)
+        pasted = patches.reshape(batch, -1, channels).gather(1, source[..., None].expand(-1, -1, channels))
+        pasted = pasted.permute(0, 2, 1).reshape(batch, channels, height, width)
+        mask = covered.view(batch, 1, height, width)
+        return torch.where(mask, pasted, images), mask.to(images.dtype)
 
 
 # Table 6 comparators, each with M-SE's interface: ``(images, generator) -> (augmented, mask)``,
-# the same ``area_ratio`` budget (fraction of the image altered) and seeded draws. anomalib has
+# the same ``area_ratio`` budget (fraction of the image altered) and seeded draws, batched like M-SE (the
+# draws on the CPU generator, the masks built by broadcasting on the images' device). anomalib has
 # DRAEM's Perlin augmenter only; these are written here because FEGAN's Table 6 needs them.
 
 
 class _MaskAugmentation(nn.Module):
-    """Shared frame of the comparators: per image, draw a mask, then fill the masked pixels.
+    """Shared frame of the comparators: draw every image's mask at once, then fill the masked pixels.
 
-    Subclasses draw the (H, W) mask in ``draw_mask`` and may override ``fill_value`` (default: black).
+    Subclasses draw the (B, 1, H, W) masks in ``draw_masks`` and may override ``fill_values`` (default: black).
     """
 
     def __init__(self, area_ratio: float) -> None:
@@ -155,14 +267,16 @@ class _MaskAugmentation(nn.Module):
             raise ValueError(msg)
         self.area_ratio = area_ratio
 
-    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Return one image's (H, W) mask of 0/1 floats."""
+    def draw_masks(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
+        """Return the batch's (B, 1, H, W) boolean masks on ``device``."""
         raise NotImplementedError
 
-    def fill_value(self, channels: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Return the (C, 1, 1) value the masked pixels take: black."""
+    def fill_values(self, batch: int, channels: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Return the (B, C) values the masked pixels take: black."""
         del generator
-        return torch.zeros(channels, 1, 1)
+        return torch.zeros(batch, channels)
 
     def forward(
         self,
@@ -171,12 +285,9 @@ class _MaskAugmentation(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the augmented batch and the mask of altered pixels."""
         batch, channels, height, width = images.shape
-        mask = torch.zeros(batch, 1, height, width, dtype=images.dtype, device=images.device)
-        fills = torch.zeros(batch, channels, 1, 1, dtype=images.dtype, device=images.device)
-        for index in range(batch):
-            mask[index, 0] = self.draw_mask(height, width, generator).to(mask)
-            fills[index] = self.fill_value(channels, generator).to(fills)
-        return torch.where(mask > 0, fills, images), mask
+        mask = self.draw_masks(batch, height, width, generator, images.device)
+        (fills,) = _to(images.device, self.fill_values(batch, channels, generator))
+        return torch.where(mask, fills.to(images.dtype)[..., None, None], images), mask.to(images.dtype)
 
 
 def _positive_sizes(sizes: tuple[int, ...], name: str) -> tuple[int, ...]:
@@ -184,6 +295,12 @@ def _positive_sizes(sizes: tuple[int, ...], name: str) -> tuple[int, ...]:
         msg = f"{name} must be positive pixel sizes, got {sizes}."
         raise ValueError(msg)
     return tuple(sizes)
+
+
+def _inside(start: torch.Tensor, length: int, size: int, device: torch.device) -> torch.Tensor:
+    """(B, size) booleans: positions in [start, start + length) of each row of ``start`` (B,)."""
+    positions = torch.arange(size, device=device)
+    return (positions >= start[:, None]) & (positions < start[:, None] + length)
 
 
 class Cutout(_MaskAugmentation):
@@ -203,20 +320,22 @@ class Cutout(_MaskAugmentation):
             raise ValueError(msg)
         self.fill = fill
 
-    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
-        """One square (as near as the image allows) at a uniform position."""
+    def draw_masks(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
+        """One square (as near as the image allows) per image, at a uniform position."""
         side_h = min(height, max(1, math.floor(math.sqrt(self.area_ratio * height * width))))
         side_w = min(width, max(1, math.floor(self.area_ratio * height * width / side_h)))
-        top, left = _randint(height - side_h, generator), _randint(width - side_w, generator)
-        mask = torch.zeros(height, width)
-        mask[top : top + side_h, left : left + side_w] = 1.0
-        return mask
+        uniform = torch.rand(batch, 2, generator=generator, dtype=torch.float64)
+        top, left = _to(device, _integers(uniform[:, 0], height - side_h), _integers(uniform[:, 1], width - side_w))
+        rows, cols = _inside(top, side_h, height, device), _inside(left, side_w, width, device)
+        return (rows[:, :, None] & cols[:, None, :])[:, None]
 
-    def fill_value(self, channels: int, generator: torch.Generator | None) -> torch.Tensor:
+    def fill_values(self, batch: int, channels: int, generator: torch.Generator | None) -> torch.Tensor:
         """Black, or one uniform random colour per square."""
         if self.fill == "colour":
-            return torch.rand(channels, generator=generator)[:, None, None]
-        return super().fill_value(channels, generator)
+            return torch.rand(batch, channels, generator=generator)
+        return super().fill_values(batch, channels, generator)
 
 
 class CutoutColour(Cutout):
@@ -243,15 +362,25 @@ class RIAD(_MaskAugmentation):
         super().__init__(area_ratio)
         self.cell_sizes = _positive_sizes(cell_sizes, "cell_sizes")
 
-    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Erase ``round(area_ratio · cells)`` cells of a grid of a drawn cell size."""
-        cell = self.cell_sizes[_randint(len(self.cell_sizes) - 1, generator)]
-        rows, cols = math.ceil(height / cell), math.ceil(width / cell)
-        chosen = torch.randperm(rows * cols, generator=generator)[: round(self.area_ratio * rows * cols)]
-        grid = torch.zeros(rows * cols)
-        grid[chosen] = 1.0
-        cells = grid.view(rows, cols).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-        return cells[:height, :width]
+    def draw_masks(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
+        """Erase ``round(area_ratio · cells)`` cells of a grid of a drawn cell size, per image."""
+        sizes = torch.tensor(self.cell_sizes)
+        cell = sizes[_integers(torch.rand(batch, generator=generator, dtype=torch.float64), len(sizes) - 1)]
+        cols = (width + cell - 1) // cell
+        cells = ((height + cell - 1) // cell) * cols
+        # a random rank for every cell of the finest grid; each image erases its lowest-ranked valid cells
+        keys = torch.rand(batch, int(cells.max()), generator=generator, dtype=torch.float64)
+        keys = keys.masked_fill(torch.arange(keys.shape[1]) >= cells[:, None], 2.0)
+        rank = keys.argsort(1).argsort(1)
+        chosen = rank < torch.round(self.area_ratio * cells)[:, None]
+        chosen, cell, cols = _to(device, chosen, cell, cols)
+        rows_index = torch.arange(height, device=device)[None, :, None] // cell[:, None, None]
+        cols_index = torch.arange(width, device=device)[None, None, :] // cell[:, None, None]
+        return chosen.gather(1, (rows_index * cols[:, None, None] + cols_index).flatten(1)).view(
+            batch, 1, height, width
+        )
 
 
 class SCADN(_MaskAugmentation):
@@ -271,24 +400,28 @@ class SCADN(_MaskAugmentation):
         super().__init__(area_ratio)
         self.widths = _positive_sizes(widths, "widths")
 
-    def draw_mask(self, height: int, width: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Evenly spaced stripes of a drawn width and orientation, wrapping around the border."""
-        stripe = self.widths[_randint(len(self.widths) - 1, generator)]
-        vertical = bool(_randint(1, generator))
-        length = width if vertical else height
-        stripe = min(stripe, length)
-        count = max(1, round(self.area_ratio * length / stripe))
-        offset = _randint(length - 1, generator)
-        positions = torch.zeros(length, dtype=torch.bool)
-        for k in range(count):  # exactly count·stripe lines
-            start = offset + round(k * length / count)
-            positions[(start + torch.arange(stripe)) % length] = True
-        mask = torch.zeros(height, width)
-        if vertical:
-            mask[:, positions] = 1.0
-        else:
-            mask[positions, :] = 1.0
-        return mask
+    def draw_masks(
+        self, batch: int, height: int, width: int, generator: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
+        """Evenly spaced stripes of a drawn width and orientation per image, wrapping around the border."""
+        uniform = torch.rand(batch, 3, generator=generator, dtype=torch.float64)
+        widths = torch.tensor(self.widths)
+        vertical = _integers(uniform[:, 1], 1).bool()
+        length = torch.where(vertical, width, height)
+        stripe = widths[_integers(uniform[:, 0], len(widths) - 1)].minimum(length)
+        count = torch.round(self.area_ratio * length / stripe).long().clamp(min=1)
+        offset = _integers(uniform[:, 2], length - 1)
+        # line position p is erased when (p - offset) mod L falls within a stripe's [start_k, start_k + width)
+        positions = torch.arange(max(height, width))
+        k = torch.arange(int(count.max()))
+        start = torch.round(k * length[:, None].double() / count[:, None]).long()  # (B, K), as round(k·L/count)
+        shifted = (positions - offset[:, None]).remainder(length[:, None])  # (B, P)
+        within = (shifted[:, :, None] - start[:, None, :]).remainder(length[:, None, None]) < stripe[:, None, None]
+        lines = (within & (k < count[:, None])[:, None, :]).any(-1)
+        lines, vertical = _to(device, lines, vertical)
+        by_column = lines[:, None, :width].expand(-1, height, -1)
+        by_row = lines[:, :height, None].expand(-1, -1, width)
+        return torch.where(vertical[:, None, None], by_column, by_row)[:, None]
 
 
 AUGMENTATIONS = {cls.__name__: cls for cls in (MultiScaleSelfEnhancement, Cutout, CutoutColour, RIAD, SCADN)}

@@ -7,7 +7,6 @@ of the training recipe, so they live here rather than in ``lightning_model.py``.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from typing import Any
@@ -47,6 +46,7 @@ MODEL_ARGUMENTS = (
     "feature_distance",
     "image_score_top_ratio",
     "mahalanobis_ridge",
+    "memory_size",
     "channels_last",
 )
 
@@ -64,15 +64,43 @@ def check_arguments(input_size: tuple[int, int] | None, image_size: tuple[int, i
         raise ValueError(msg)
 
 
-def check_finite(losses: dict[str, torch.Tensor], global_step: int, epoch: int) -> None:
-    """Stop a diverged run before it steps an optimiser or saves a broken model."""
-    for name, value in losses.items():
-        if not torch.isfinite(value).all():
-            msg = (
-                f"FEGAN training diverged: {name} is {value.item()} at global step {global_step} (epoch {epoch}). "
-                "Lower `lr`, check the input images for NaN/Inf, or resume from an earlier checkpoint."
-            )
-            raise FloatingPointError(msg)
+class FiniteLosses:
+    """Stop a diverged run (a NaN/Inf loss) with the loss's name and step, without a host wait in every step.
+
+    Each step's losses are tested on their device and copied to the host asynchronously (pinned memory and a CUDA
+    event on a GPU); the step after reads them, once its own work is queued, so the GPU never idles for the
+    check. A non-finite step has then updated the weights once more, but no checkpoint holds them: every
+    pending check is read before a checkpoint is saved and when an epoch ends (``Fegan.on_save_checkpoint``,
+    ``on_train_epoch_end``).
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[list[str], torch.Tensor, Any, int, int]] = []
+
+    def record(self, losses: dict[str, torch.Tensor], global_step: int, epoch: int) -> None:
+        """Queue one step's losses for checking."""
+        values = torch.stack([value.detach().float().reshape(()) for value in losses.values()])
+        event = None
+        if values.is_cuda:
+            values = values.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        self.pending.append((list(losses), values, event, global_step, epoch))
+
+    def check(self, keep: int = 0) -> None:
+        """Read every queued step but the last ``keep``; raise on the first non-finite loss."""
+        while len(self.pending) > keep:
+            names, values, event, global_step, epoch = self.pending.pop(0)
+            if event is not None:
+                event.synchronize()
+            if not bool(torch.isfinite(values).all()):
+                name, value = next((n, float(v)) for n, v in zip(names, values, strict=True) if not torch.isfinite(v))
+                self.pending.clear()
+                msg = (
+                    f"FEGAN training diverged: {name} is {value} at global step {global_step} (epoch {epoch}). "
+                    "Lower `lr`, check the input images for NaN/Inf, or resume from an earlier checkpoint."
+                )
+                raise FloatingPointError(msg)
 
 
 def check_train_stats(anomaly_map_generator: nn.Module, action: str) -> None:
@@ -181,16 +209,15 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], own: dict[str, torch.Tenso
     raise ValueError(msg)
 
 
-def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], model_class: type) -> dict[str, Any]:
-    """Return the checkpoint's model arguments for each one ``hparams`` leaves at its default, where they differ.
+def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """Return the checkpoint's model arguments for each one not ``given`` here, where they differ.
 
     anomalib's CLI builds the model from the command line before it loads ``--ckpt_path``, so ``anomalib
     test|predict --model FEGAN --ckpt_path CKPT`` would otherwise build a default FEGAN (256², ...) and refuse
-    a checkpoint trained at 128². An argument given on the command line (a non-default value) is kept: a
-    scoring option (``sigma``, ``feature_map_weight``, ``component_norm``) then rescores the checkpoint, an
-    architecture argument that differs is refused by :func:`check_checkpoint_fits`. The limit of "default
-    means not given": a default value given on purpose (``--model.sigma 0`` on a checkpoint trained with
-    ``sigma=4``) reads as not given, and the checkpoint's value is used (logged). Training arguments (loss
+    a checkpoint trained at 128². An argument given (typed, in a config, or by ``load_from_checkpoint``; also at its
+    default value: ``Fegan`` leaves the arguments of ``defaults.DEFAULTS`` unset, ``None``, until filled) is kept: a
+    scoring option (``sigma``, ``feature_map_weight``, ``image_score_top_ratio``) then rescores the checkpoint, an
+    architecture argument that differs is refused by :func:`check_checkpoint_fits`. Training arguments (loss
     weights, augmenter, lr) are not taken: ``fit --ckpt_path`` resumes with the command line's. Empty for a
     checkpoint that is not FEGAN's (that function names it).
     """
@@ -199,15 +226,10 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], mod
         return {}
     rename_in_place(saved)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
     saved = {**UNRECORDED_SETTINGS, **saved}  # e.g. written before feature_distance existed: it was L2
-    defaults = {
-        name: parameter.default for name, parameter in inspect.signature(model_class.__init__).parameters.items()
-    }
     return {
         name: saved[name]
         for name in MODEL_ARGUMENTS
-        if name in saved
-        and _same(hparams.get(name)) == _same(defaults.get(name))
-        and _same(saved[name]) != _same(defaults.get(name))
+        if name in saved and name not in given and _same(saved[name]) != _same(hparams.get(name))
     }
 
 
@@ -235,7 +257,7 @@ class CheckpointGuards:
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take the checkpoint's settings for arguments left at their defaults; refuse one that does not fit."""
         self.trained_epochs = checkpoint["epoch"] + 1 if "epoch" in checkpoint else None  # for test reports
-        adopted = checkpoint_settings(checkpoint, self.hparams, type(self))
+        adopted = checkpoint_settings(checkpoint, self.hparams, self.given_settings)
         if adopted:  # rebuild before the checkpoint's weights load into it
             logger.info("FEGAN: settings from the checkpoint (left at their defaults here): %s", adopted)
             self.hparams.update(adopted)

@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import torch
@@ -32,6 +34,7 @@ from anomalib.pre_processing import PreProcessor
 from anomalib.visualization import ImageVisualizer, Visualizer
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.types import STEP_OUTPUT
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import optim
 from torchvision.transforms.v2 import Compose, Resize
 
@@ -40,22 +43,34 @@ from fegan_anomalib.data.checks import check_mvtec_masks
 from fegan_anomalib.metrics import ComponentAUROC
 
 from .augmentation import build_augmentation, step_generator
+from .defaults import DEFAULTS
 from .evaluation import fegan_evaluator, fegan_visualizer
 from .fen_cache import FenFeatureCache
 from .guards import (
     MODEL_ARGUMENTS,
     CheckpointGuards,
+    FiniteLosses,
     RequireTrainStats,
     check_arguments,
-    check_finite,
     warn_collapse_arguments,
 )
 from .loss import DiscriminatorLoss, GeneratorLoss
 from .renamed import rename_in_place
 from .statistics import measure_scoring_statistics
+from .subnormal import flush_subnormal_
 from .torch_model import FeganModel
 
 __all__ = ["FEGAN", "Fegan"]
+
+logger = logging.getLogger(__name__)
+# warnings a FEGAN fit triggers in Lightning that a user can do nothing about, silenced for the fit only
+# (setup to teardown)
+QUIET_FIT = (
+    # the frozen FEN and frozen BatchNorm layers are in eval mode by design; Lightning warns about any such module
+    (PossibleUserWarning, r"Found \d+ module\(s\) in eval mode"),
+    # Lightning 2.6's own use of a pytree API that torch 2.14 deprecates (lightning/pytorch/utilities/_pytree.py)
+    (Warning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+)
 
 
 class Fegan(CheckpointGuards, AnomalibModule):
@@ -71,7 +86,8 @@ class Fegan(CheckpointGuards, AnomalibModule):
             Defaults to ``True``.
         weights (str | None): local torchvision-keyed state dict for the FEN; overrides
             ``pre_trained``. Defaults to ``None``.
-        encoder_init (str): ``"pretrained"`` (copy the FEN) or ``"random"`` **[A2]**.
+        encoder_init (str): ``"pretrained"`` (copy the FEN, whatever its weights: with ``pre_trained=False`` and no
+            ``weights``, a copy of the random FEN, logged) or ``"random"`` (an initialisation of its own) **[A2]**.
         encoder_batchnorm (str): ``"frozen"``: the encoder's BatchNorm layers (``_bn`` backbones) keep the FEN's
             statistics; ``"train"``: batch statistics. ``"frozen"`` by measurement (docs/decisions.md,
             "Departures"); VGGs without BatchNorm (the paper's VGG19) are unaffected. Defaults to ``"frozen"``.
@@ -86,17 +102,28 @@ class Fegan(CheckpointGuards, AnomalibModule):
         component_norm (str): ``"train_stats"``: F and R standardised by their statistics on normal training images,
             measured when validation runs in fit **[A7]**; ``"none"``: the paper. Defaults to ``"train_stats"``.
         sigma (float): Gaussian smoothing of the map; ``0`` is none (the paper). Defaults to ``0``.
-        feature_distance (str): ``"mahalanobis"``: the feature residual standardised per tap cell and channel by
-            its statistics on the normal training images, measured during fit **[A7b]**; or ``"l2"`` (Eq. 6, the
-            paper). With ``tap`` and ``mahalanobis_ridge``, the setting that reaches PaDiM's image and pixel
-            AUROC on both real sets (BENCHMARKS.md, "Default 0.3"). Defaults to ``"mahalanobis"``.
+        feature_distance (str): how F scores a tap cell's residual θ*(x) − θ(x). ``"nearest"``: its distance (after
+            3×3 averaging) to the nearest residual of any cell of the normal training images, a k-center memory of at
+            most ``memory_size`` cells measured during fit **[A7c]**: position-free, so parts that turn or shift
+            between images score as parts in place (BENCHMARKS.md, "Unaligned parts"). ``"mahalanobis"``: standardised
+            per tap cell and channel by its statistics on the training images **[A7b]** (0.3's default; it learns
+            where things usually are). ``"l2"``: Eq. 6, the paper. Defaults to ``"nearest"``.
         image_score_top_ratio (float): the image score is the mean of this share of the anomaly map's highest
             pixels; ``0`` is their maximum (Eq. 10, the paper) **[A8b]**. A scoring option: rescoring a checkpoint
             needs no retraining. Defaults to ``0.01``.
         mahalanobis_ridge (float): with ``feature_distance="mahalanobis"``, divide each residual by
             ``sqrt(var + ridge·mean(var))`` (``0``: plain per-cell whitening, which whitens noise when few images
             estimate the variances) **[A7b]**; a scoring option. Defaults to ``0.3``.
+        memory_size (int): with ``feature_distance="nearest"``, the most training cells its memory keeps (a seeded
+            uniform subset beyond that) **[A7c]**: the exported graph's size and the search's cost grow with it.
+            Defaults to ``16384``.
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
+
+        The network and scoring arguments (``image_size`` to ``encoder_batchnorm``, ``feature_map_weight`` to
+        ``memory_size``, ``use_discriminator``, ``use_fen``, ``channels_last``) default to ``None``: "not given", filled
+        from ``defaults.DEFAULTS`` (the values above). Loading a checkpoint (``--ckpt_path``), an argument not given
+        takes the checkpoint's setting and one given wins, also when its value equals the default.
+
         use_fen (bool): use the FEN in loss and score (Table 7). Defaults to ``True``.
         use_augmenter (bool): augment training images with the ``augmenter`` (M-SE; off: Table 7's "G").
             Defaults to ``True``.
@@ -108,7 +135,7 @@ class Fegan(CheckpointGuards, AnomalibModule):
         augmenter_max_patch_ratio (float): M-SE's largest patch / image area. Defaults to ``0.01``.
         augmenter_seed (int): seeds the augmenter with (seed, global step, rank), not the global RNG, so a
             resumed run repeats the uninterrupted one and DDP ranks differ. Defaults to ``0``.
-        gradient_norm_every (int): every this many batches, log each weighted loss term's share of the update at
+        gradient_share_every (int): every this many batches, log each weighted loss term's share of the update at
             the encoder's and the decoder's parameters and the cosines between the terms' gradients
             (``grad_share/*``, ``grad_cos/*``: ``GeneratorLoss.gradient_shares``); ``0`` never. Defaults to ``10``.
         fen_cache_mb (float): memory for the frozen FEN's features of each clean training image, reused every
@@ -126,6 +153,10 @@ class Fegan(CheckpointGuards, AnomalibModule):
             for pipelines that give it none (``anomalib benchmark``, ``fegan-compare``).
         channels_last (bool): channels-last convolution weights, faster with oneDNN on CPU
             (``benchmarks/inference.py``). Defaults to ``True``.
+        flush_denormal (bool): on CPU, set weights under 1e-20 and subnormal Adam moments to zero after every
+            optimiser step: the weights of dead encoder channels decay through that range, and x86 CPUs compute
+            with subnormal values many times slower (``subnormal.py``: a late step 6.7 s → 1.7 s; epochs grew 3-6x
+            over a run without it). Defaults to ``True``.
         pre_processor, post_processor, evaluator, visualizer: anomalib components, as for any model.
         use_mse (bool | None): deprecated 0.1 name of ``use_augmenter`` (``FutureWarning``; removed in 0.4).
         augmentation (str | None): deprecated 0.1 name of ``augmenter`` (removed in 0.4).
@@ -135,37 +166,39 @@ class Fegan(CheckpointGuards, AnomalibModule):
         mse_seed (int | None): deprecated 0.1 name of ``augmenter_seed`` (removed in 0.4).
         score_lambda (float | None): deprecated 0.1 name of ``feature_map_weight`` (removed in 0.4).
         d_collapse_loss (float | None): deprecated 0.1 name of ``d_collapse_threshold`` (removed in 0.4).
+        gradient_norm_every (int | None): deprecated 0.2 name of ``gradient_share_every`` (removed in 0.5).
 
     """
 
     def __init__(
         self,
-        image_size: int | tuple[int, int] = 256,
-        backbone: str = "vgg19",
-        tap: str = "relu4_4",
-        pre_trained: bool = True,
+        image_size: int | tuple[int, int] | None = None,
+        backbone: str | None = None,
+        tap: str | None = None,
+        pre_trained: bool | None = None,
         weights: str | None = None,
-        encoder_init: str = "pretrained",
-        encoder_batchnorm: str = "frozen",
+        encoder_init: str | None = None,
+        encoder_batchnorm: str | None = None,
         lambda_fea: float = 30.0,
         lambda_con: float = 30.0,
         lambda_adv: float = 1.0,
         adversarial_loss: str = "feature_matching",
-        feature_map_weight: float = 0.6,
-        component_norm: str = "train_stats",
-        sigma: float = 0.0,
-        feature_distance: str = "mahalanobis",
-        image_score_top_ratio: float = 0.01,
-        mahalanobis_ridge: float = 0.3,
-        use_discriminator: bool = True,
-        use_fen: bool = True,
+        feature_map_weight: float | None = None,
+        component_norm: str | None = None,
+        sigma: float | None = None,
+        feature_distance: str | None = None,
+        image_score_top_ratio: float | None = None,
+        mahalanobis_ridge: float | None = None,
+        memory_size: int | None = None,
+        use_discriminator: bool | None = None,
+        use_fen: bool | None = None,
         use_augmenter: bool = True,
         augmenter: str = "MultiScaleSelfEnhancement",
         augmenter_args: dict[str, Any] | None = None,
         augmenter_area_ratio: float = 0.20,
         augmenter_max_patch_ratio: float = 0.01,
         augmenter_seed: int = 0,
-        gradient_norm_every: int = 10,
+        gradient_share_every: int = 10,
         fen_cache_mb: float = 1024.0,
         lr: float = 2e-4,
         beta1: float = 0.5,
@@ -174,7 +207,8 @@ class Fegan(CheckpointGuards, AnomalibModule):
         d_collapse_threshold: float | None = None,
         d_collapse_steps: int | None = None,
         max_epochs: int | None = None,
-        channels_last: bool = True,
+        channels_last: bool | None = None,
+        flush_denormal: bool = True,
         pre_processor: PreProcessor | bool = True,
         post_processor: PostProcessor | bool = True,
         evaluator: Evaluator | bool = True,
@@ -188,35 +222,55 @@ class Fegan(CheckpointGuards, AnomalibModule):
         mse_seed: int | None = None,
         score_lambda: float | None = None,
         d_collapse_loss: float | None = None,
+        gradient_norm_every: int | None = None,
     ) -> None:
-        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        side = DEFAULTS["image_size"] if image_size is None else image_size  # not a new image_size: hparams read it
+        size = (side, side) if isinstance(side, int) else tuple(side)
         default_pre_processor = pre_processor is True
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(size)
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
         rename_in_place(self.hparams)  # the deprecated names of 0.1, if given, win (with a FutureWarning)
         h = self.hparams
+        # the settings given (typed, or from a config or checkpoint) win over a loaded checkpoint's; the rest default
+        self.given_settings = {name for name in DEFAULTS if h.get(name) is not None}
+        h.update({name: value for name, value in DEFAULTS.items() if h.get(name) is None})
         check_arguments(self.input_size, size, max_epochs)
         self._default_pre_processor = default_pre_processor  # resized with the model when a checkpoint sets the size
         self.model = self._build_model()  # its pre-trained FEN weights: read at fit start (on_fit_start)
+        if h.encoder_init == "pretrained" and not self.model.has_fen_source:
+            logger.info(
+                "FEGAN: encoder_init='pretrained' copies the FEN into the encoder; with pre_trained=false and no "
+                "weights file the FEN keeps its random initialisation, so the encoder starts as a copy of that random "
+                "network (what the CPU demo does). Give --model.weights or pre_trained=true for a pre-trained start."
+            )
         self.augmenter = build_augmentation(
             h.augmenter, h.augmenter_area_ratio, h.augmenter_max_patch_ratio, **(h.augmenter_args or {})
         )
         self.use_augmenter = h.use_augmenter
         self.augmenter_seed = h.augmenter_seed
-        self.gradient_norm_every = gradient_norm_every
+        self.gradient_share_every = h.gradient_share_every
         self.fen_cache = FenFeatureCache(fen_cache_mb)
-        lambda_adv = lambda_adv if use_discriminator else 0.0
+        lambda_adv = lambda_adv if h.use_discriminator else 0.0
         self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv, adversarial_loss)
         self.discriminator_loss = DiscriminatorLoss()
+        self.finite_losses = FiniteLosses()
         self.automatic_optimization = False
         self.lr = lr
         self.betas = (beta1, beta2)
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
+        self.flush_denormal = flush_denormal
         warn_collapse_arguments(h.d_collapse_threshold, d_collapse_steps)
-        self.component_auroc = ComponentAUROC()
+        # val_F_* / val_R_* rank images by the model's own image score (its top share), as the fused score does
+        self.component_auroc = ComponentAUROC(image_score=self._image_score)
+        self.statistics_step: int | None = None  # the global step the scoring statistics were measured at
+        self._quiet_fit: warnings.catch_warnings | None = None
         self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
+
+    def _image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Score (B, H, W) maps as the model does (its top share's mean, or maximum)."""
+        return self.model.anomaly_map_generator.image_score(anomaly_map)
 
     def _build_model(self) -> FeganModel:
         """Build the torch model from the module's arguments (its FEN weights are read at ``on_fit_start``)."""
@@ -227,7 +281,7 @@ class Fegan(CheckpointGuards, AnomalibModule):
     @classmethod
     def configure_pre_processor(cls, image_size: tuple[int, int] | None = None) -> PreProcessor:
         """Resize only: the model normalises internally, so the exported graph holds it **[A5]**."""
-        image_size = image_size or (256, 256)
+        image_size = image_size or (DEFAULTS["image_size"],) * 2
         return PreProcessor(transform=Compose([Resize(image_size, antialias=True)]))
 
     @staticmethod
@@ -258,8 +312,14 @@ class Fegan(CheckpointGuards, AnomalibModule):
         ]
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
-        """Adam for the generator (encoder + decoder) and, when used, for the discriminator."""
+        """Adam for the generator (encoder + decoder) and, when used, for the discriminator.
+
+        On a GPU, torch's fused Adam: one kernel per step instead of several per parameter, and it takes a
+        gradient scaler's inf check on the device (``16-mixed``) instead of a host read per step.
+        """
         adam = {"lr": self.lr, "betas": self.betas, "weight_decay": self.weight_decay}
+        if self.device.type == "cuda":
+            adam["fused"] = True
         optimizers = [optim.Adam([*self.model.encoder.parameters(), *self.model.decoder.parameters()], **adam)]
         if self.model.discriminator is not None:
             optimizers.append(optim.Adam(self.model.discriminator.parameters(), **adam))
@@ -271,11 +331,12 @@ class Fegan(CheckpointGuards, AnomalibModule):
 
     def training_step(self, batch: Batch, batch_idx: int = 0, *args, **kwargs) -> STEP_OUTPUT:
         """One forward, then a generator step and a discriminator step on the detached fake."""
+        step = self.global_step  # before this step's optimiser steps: the step a diverged loss is reported at
         optimizers = self.optimizers()
         g_opt, d_opt = (optimizers, None) if not isinstance(optimizers, list) else (optimizers[0], optimizers[-1])
         clean = batch.image
         augmented = self.augmenter(clean, generator=self._augmenter_generator())[0] if self.use_augmenter else clean
-        fen_features = self.fen_cache(clean, self.model.fen_features) if self.model.use_fen else None
+        fen_features = self.fen_cache(clean, self.model.fen_features, batch.image_path) if self.model.use_fen else None
         output = self.model(augmented, clean, fen_features)
         real = self.model.to_gan_range(clean)
         discriminator = self.model.discriminator
@@ -285,30 +346,36 @@ class Fegan(CheckpointGuards, AnomalibModule):
         g_loss, terms = self.generator_loss(
             real, output.reconstruction, output.fen_features, output.encoder_features, adversarial
         )
-        check_finite({"generator_loss": g_loss, **terms}, self.global_step, self.current_epoch)
         gradient_shares = {}
-        if self.gradient_norm_every > 0 and batch_idx % self.gradient_norm_every == 0:
+        if self.gradient_share_every > 0 and batch_idx % self.gradient_share_every == 0:
             gradient_shares = self.generator_loss.gradient_shares(
                 terms, list(self.model.encoder.parameters()), list(self.model.decoder.parameters())
             )
         g_opt.zero_grad()
         self.manual_backward(g_loss)
-        g_opt.step()
+        self._step(g_opt)
         self.untoggle_optimizer(g_opt)
         losses = {"generator_loss": g_loss.detach(), **{k: v.detach() for k, v in terms.items()}}
         if discriminator is not None and d_opt is not None:
             self.toggle_optimizer(d_opt)
             d_loss = self.discriminator_loss(discriminator(real), discriminator(output.reconstruction.detach()))
-            check_finite({"discriminator_loss": d_loss}, self.global_step, self.current_epoch)
             d_opt.zero_grad()
             self.manual_backward(d_loss)
-            d_opt.step()
+            self._step(d_opt)
             self.untoggle_optimizer(d_opt)
             losses["discriminator_loss"] = d_loss.detach()
+        self.finite_losses.record(losses, step, self.current_epoch)
         self.log_dict(losses, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(clean))
         if gradient_shares:
             self.log_dict(gradient_shares, on_step=False, on_epoch=True, batch_size=len(clean))
+        self.finite_losses.check(keep=1)  # the step before's: this step's work is queued, the GPU stays busy
         return losses
+
+    def _step(self, optimizer: Any) -> None:
+        """Step an optimiser; on CPU, flush the subnormal values it leaves (``subnormal.py``)."""
+        optimizer.step()
+        if self.flush_denormal and self.device.type == "cpu":
+            flush_subnormal_(optimizer.optimizer)
 
     def on_fit_start(self) -> None:
         """Load the FEN's pre-trained weights, unless they are there (a checkpoint or state dict brought them).
@@ -320,19 +387,71 @@ class Fegan(CheckpointGuards, AnomalibModule):
 
     on_validation_start = on_test_start = on_predict_start = on_fit_start
 
+    def setup(self, stage: str) -> None:
+        """For a fit, silence two third-party warnings about what FEGAN does by design, until the fit's teardown."""
+        super().setup(stage)
+        if stage == "fit" and self._quiet_fit is None:
+            self._quiet_fit = warnings.catch_warnings()
+            self._quiet_fit.__enter__()
+            for category, message in QUIET_FIT:
+                warnings.filterwarnings("ignore", message=message, category=category)
+
+    def teardown(self, stage: str) -> None:
+        """Give the process its warning filters back after a fit."""
+        super().teardown(stage)
+        if stage == "fit" and self._quiet_fit is not None:
+            self._quiet_fit.__exit__(None, None, None)
+            self._quiet_fit = None
+
     def on_train_start(self) -> None:
         """Start every fit with an empty FEN cache: the FEN's weights may have been loaded since."""
         self.fen_cache.clear()
 
     def on_train_epoch_end(self) -> None:
-        """Let the FEN cache judge the epoch (it switches itself off when no image repeated)."""
+        """Read the epoch's last loss check; let the FEN cache judge the epoch (trust, or switch itself off).
+
+        After the fit's last epoch, also measure the statistics if no validation did (the epoch's checkpoint, saved
+        after this hook, then carries the final weights' own).
+        """
+        self.finite_losses.check()
         self.fen_cache.end_epoch(self.current_epoch)
+        max_epochs = self.trainer.max_epochs
+        if self.trainer.should_stop or (max_epochs is not None and self.current_epoch + 1 >= max_epochs):
+            self.on_train_end()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """No checkpoint of weights stepped with a non-finite loss: read every pending loss check first."""
+        self.finite_losses.check()
+        super().on_save_checkpoint(checkpoint)
+
+    def measure_statistics(self) -> None:
+        """Measure the training-image statistics scoring uses, unless the weights have not moved since the last time.
+
+        Two passes over the training images (one for ``"nearest"``): before a fit's validation (its thresholds must
+        be on the final scale) and at the end of a fit whose last steps no validation followed, never twice for the
+        same weights. ``statistics_step`` (a buffer-free attribute) is the global step they were measured at.
+        """
+        if not self.model.anomaly_map_generator.measures_train_stats or self.statistics_step == self.global_step:
+            return
+        measure_scoring_statistics(self)
+        self.statistics_step = self.global_step
 
     def on_validation_epoch_start(self) -> None:
         """Measure the training-image statistics scoring uses first, for this validation's thresholds."""
         super().on_validation_epoch_start()
-        if self.model.anomaly_map_generator.measures_train_stats and self.trainer.state.fn == "fit":
-            measure_scoring_statistics(self)
+        if self.trainer.state.fn == "fit":
+            self.measure_statistics()
+
+    def on_train_end(self) -> None:
+        """Read the last loss checks; score the final weights with their own statistics, validated or not."""
+        self.finite_losses.check()
+        if self.statistics_step != self.global_step and self.model.anomaly_map_generator.measures_train_stats:
+            logger.info(
+                "FEGAN: measuring the scoring statistics of the final weights (no validation after step %d); "
+                "the post-processor's thresholds are from the last validation.",
+                self.global_step,
+            )
+            self.measure_statistics()
 
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Score as inference does, keeping R and F apart for the F-only and R-only AUROCs (``val_F_*``/``val_R_*``)."""

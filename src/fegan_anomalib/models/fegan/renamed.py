@@ -1,10 +1,12 @@
-"""Constructor arguments renamed in 0.2, still accepted with a ``FutureWarning`` until 0.4 (0.3 kept them).
+"""Constructor arguments renamed, still accepted with a ``FutureWarning`` for two minor versions.
 
 ``use_mse``/``mse_*`` read as "mean squared error" in a file full of losses, though they steer any
 of five augmentations (anomalib calls this part the ``augmenter``); ``score_lambda`` sat beside the
 loss weights ``lambda_*`` though it weighs the F map of the score; ``d_collapse_loss`` is a
-threshold. Saved configs (``--config`` of an old run) and checkpoints (their hyper-parameters) keep
-loading: the old name is mapped onto the new one and the checkpoint written next carries the new.
+threshold (all renamed in 0.2, removed in 0.4); ``gradient_norm_every`` has logged the terms' shares
+of the update (``grad_share/*``, ``grad_cos/*``), not gradient norms, since 0.2 (renamed in 0.3, removed in
+0.5). Saved configs (``--config`` of an old run) and checkpoints (their hyper-parameters) keep loading: the
+old name is mapped onto the new one and the checkpoint written next carries the new.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ RENAMED = {
     "mse_seed": "augmenter_seed",
     "score_lambda": "feature_map_weight",
     "d_collapse_loss": "d_collapse_threshold",
+    "gradient_norm_every": "gradient_share_every",
 }
+# the release that drops each old name (two minor versions after its rename)
+REMOVED_IN = {old: "0.4" for old in RENAMED} | {"gradient_norm_every": "0.5"}
 
 
 def rename_in_place(hparams: MutableMapping[str, Any]) -> None:
@@ -36,7 +41,7 @@ def rename_in_place(hparams: MutableMapping[str, Any]) -> None:
         if value is None:
             continue
         warnings.warn(
-            f"FEGAN's `{old}` is renamed `{new}` and the old name will be removed in fegan-anomalib 0.4; "
+            f"FEGAN's `{old}` is renamed `{new}` and the old name will be removed in fegan-anomalib {REMOVED_IN[old]}; "
             f"use `{new}` (e.g. `--model.{new}`).",
             FutureWarning,
             stacklevel=3,

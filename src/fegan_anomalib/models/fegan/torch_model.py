@@ -33,6 +33,7 @@ from torch import nn
 
 from .anomaly_map import AnomalyMapGenerator
 from .backbone import ENCODER_BATCHNORMS, build_encoder, build_fen, tap_stride, tap_stride_and_channels
+from .defaults import DEFAULTS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -151,9 +152,13 @@ class FeganModel(nn.Module):
     returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
     ``pred_score`` its per-image max (Eq. 10) or top-share mean (**[A8b]**), raw, not min-max normalised **[A8]**.
 
-    Its defaults are the paper's literal model (``relu5_4``, Eq. 6's L2, no statistics), which scores without
-    fitted statistics; the product's defaults (block 4's tap, the ridged Mahalanobis distance, ``train_stats``)
-    are :class:`~fegan_anomalib.Fegan`'s, which passes every argument.
+    **Its defaults are the product's, not the paper's**: ``defaults.DEFAULTS``, the same as
+    :class:`~fegan_anomalib.Fegan`'s (block 4's tap, ``train_stats``, the position-free score), so either builds the
+    same method. Those scores need statistics of the normal training images (``statistics.measure_scoring_statistics``,
+    which the Lightning module runs during fit); until measured the map is NaN or, for ``"nearest"``, scoring raises.
+    The paper's literal model (``relu5_4``, Eq. 6's L2, no statistics) is
+    ``FeganModel(tap="relu5_4", feature_distance="l2", component_norm="none", image_score_top_ratio=0)``, as in
+    ``configs/fegan_mvtec.yaml``.
 
     Args:
         image_size: (H, W) of the model input; both must be multiples of the tap's stride.
@@ -171,15 +176,17 @@ class FeganModel(nn.Module):
         feature_map_weight: λ of Eq. 8. Defaults to ``0.6``.
         component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
         sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
-        feature_distance: ``"l2"`` (Eq. 6) or ``"mahalanobis"`` per tap cell **[A7b]**.
+        feature_distance: ``"l2"`` (Eq. 6), ``"mahalanobis"`` per tap cell **[A7b]** or ``"nearest"`` **[A7c]**.
         image_score_top_ratio: image score = mean of this share of the map's top pixels (default 1 %); ``0``: the
             max **[A8b]**.
         mahalanobis_ridge: with ``"mahalanobis"``, ``sqrt(var + ridge·mean(var))`` as the divisor **[A7b]**.
+        memory_size: with ``"nearest"``, the most training cells its memory keeps **[A7c]**.
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
 
     Example:
-        >>> model = FeganModel((64, 64), pre_trained=False).eval()
+        >>> paper = {"feature_distance": "l2", "component_norm": "none"}  # scores without measured statistics
+        >>> model = FeganModel((64, 64), pre_trained=False, **paper).eval()
         >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
         torch.Size([2, 64, 64])
 
@@ -187,22 +194,23 @@ class FeganModel(nn.Module):
 
     def __init__(
         self,
-        image_size: tuple[int, int] = (256, 256),
-        backbone: str = "vgg19",
-        tap: str = "relu5_4",
-        pre_trained: bool = True,
+        image_size: tuple[int, int] = (DEFAULTS["image_size"],) * 2,
+        backbone: str = DEFAULTS["backbone"],
+        tap: str = DEFAULTS["tap"],
+        pre_trained: bool = DEFAULTS["pre_trained"],
         weights: str | Path | None = None,
-        encoder_init: str = "pretrained",
-        encoder_batchnorm: str = "frozen",
-        use_discriminator: bool = True,
-        use_fen: bool = True,
-        feature_map_weight: float = 0.6,
-        component_norm: str = "none",
-        sigma: float = 0.0,
-        feature_distance: str = "l2",
-        image_score_top_ratio: float = 0.01,
-        mahalanobis_ridge: float = 0.0,
-        channels_last: bool = True,
+        encoder_init: str = DEFAULTS["encoder_init"],
+        encoder_batchnorm: str = DEFAULTS["encoder_batchnorm"],
+        use_discriminator: bool = DEFAULTS["use_discriminator"],
+        use_fen: bool = DEFAULTS["use_fen"],
+        feature_map_weight: float = DEFAULTS["feature_map_weight"],
+        component_norm: str = DEFAULTS["component_norm"],
+        sigma: float = DEFAULTS["sigma"],
+        feature_distance: str = DEFAULTS["feature_distance"],
+        image_score_top_ratio: float = DEFAULTS["image_score_top_ratio"],
+        mahalanobis_ridge: float = DEFAULTS["mahalanobis_ridge"],
+        memory_size: int = DEFAULTS["memory_size"],
+        channels_last: bool = DEFAULTS["channels_last"],
     ) -> None:
         super().__init__()
         if encoder_batchnorm not in ENCODER_BATCHNORMS:
@@ -240,6 +248,7 @@ class FeganModel(nn.Module):
             feature_shape=(channels, image_size[0] // fen_stride, image_size[1] // fen_stride),
             image_score_top_ratio=image_score_top_ratio,
             mahalanobis_ridge=mahalanobis_ridge,
+            memory_size=memory_size,
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
