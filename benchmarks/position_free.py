@@ -13,11 +13,17 @@ std on the fitted images, as ``component_norm="train_stats"``):
   whatever their position (PatchCore's idea on FEGAN's own signal): of the residual (``res``), of the FEN's
   features (``fen``, PatchCore on one layer), or of both side by side (``fen+res``); each channel z-scored with
   the pooled statistics first (``z``) or not, and averaged over each cell's 3×3 neighbourhood first (``3x3``,
-  PatchCore's local aggregation) or not. The memory is every fitted cell up to ``--memory`` cells, else a
-  seeded random subset of that size (the model itself keeps a k-center coreset).
+  PatchCore's local aggregation) or not. The memory is every fitted cell up to ``--memory`` cells (4096, the
+  model's default), else a k-center coreset of that size (the model's own ``memory.k_center_greedy``);
+  ``--memory-study`` compares sizes and a random subset;
+- ``cell + nn res, 3x3``: the model's default ``feature_distance="mahalanobis+nearest"``, (z_cell + z_nn)/√2, each
+  distance z-scored on the fitted cells (the model standardises on the first 64 fitted images, for its cost).
+
+Trained on one set, tested on another (``--test-category``, e.g. the aligned set's model on its unaligned copy).
 
     python benchmarks/position_free.py --root datasets --category magnetic_tile_unaligned --seed 42 \\
-        --checkpoint runs/.../weights/lightning/model.ckpt --out position_free/magnetic_tile_unaligned_s42.csv
+        --checkpoint runs/.../weights/lightning/model.ckpt --out position_free/r2_magnetic_tile_unaligned_s42.csv
+    python benchmarks/position_table.py --rescored position_free --prefix r2_ --peers compare/s42 --sets ...
 
 Image AUROC from the map's top 1 % (the model's image score), pixel AUROC on every second row and column, AUPRO.
 """
@@ -273,7 +279,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--seed", type=int, required=True, help="the run's PlantedValidation seed (its split)")
     parser.add_argument("--holdout-ratio", type=float, default=0.2)
-    parser.add_argument("--memory", type=int, default=16384, help="nearest-neighbour memory size in cells")
+    parser.add_argument(
+        "--memory", type=int, default=4096, help="nearest-neighbour memory size in cells (the default's)"
+    )
     parser.add_argument(
         "--test-category",
         help="score this category's test set instead (e.g. the unaligned copy of the set the model was trained on)",

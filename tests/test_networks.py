@@ -20,7 +20,6 @@ def test_shapes_and_dtypes(size: int) -> None:
     decoded = model.decoder(torch.randn(2, 512, tap, tap))
     assert decoded.shape == (2, 3, size, size)
     assert decoded.dtype == torch.float32
-    assert decoded.abs().max() <= 1.0  # Tanh
     assert model.discriminator(decoded).shape == (2,)
 
     model.train()

@@ -135,8 +135,9 @@ def test_training_serves_fen_features_from_the_third_epoch() -> None:
     model, _ = _train("32-true", max_epochs=3)
     cache = model.fen_cache
     # 4 images: computed in epoch 1, found and verified in epoch 2 (no validation here), served in epoch 3 and to
-    # the scoring statistics' pass over the training images when the fit ends
-    assert (cache.misses, cache.hits, cache.served) == (4, 12, 8) and cache.trusted
+    # the default score's two statistics passes over the training images when the fit ends (per-cell moments,
+    # then the memory and the hybrid's distance statistics)
+    assert (cache.misses, cache.hits, cache.served) == (4, 16, 12) and cache.trusted
 
 
 def test_bf16_mixed_trains_both_networks_with_fp32_weights_and_finite_losses() -> None:

@@ -92,11 +92,11 @@ def test_checkpoint_settings_take_what_was_not_given_from_the_checkpoint_and_ren
     model = Fegan(pre_trained=False, sigma=2.0)  # sigma and pre_trained given, the rest left alone
     given = model.given_settings
     assert given == {"pre_trained", "sigma"} and model.hparams.image_size == 256  # filled from DEFAULTS
-    saved = {"backbone": "vgg19", "image_size": 128, "pre_trained": False, "sigma": 4.0, "score_lambda": 0.8}
+    saved = {"backbone": "vgg19", "image_size": 128, "pre_trained": False, "sigma": 4.0, "score_lambda": 0.7}
     with pytest.warns(FutureWarning, match="score_lambda"):
         adopted = checkpoint_settings({"hyper_parameters": saved}, model.hparams, given)
     # sigma was given: kept; pre_trained equal; no feature_distance or ridge recorded: their values then, not 0.3's
-    assert adopted == {"image_size": 128, "feature_map_weight": 0.8, "feature_distance": "l2", "mahalanobis_ridge": 0.0}
+    assert adopted == {"image_size": 128, "feature_map_weight": 0.7, "feature_distance": "l2", "mahalanobis_ridge": 0.0}
     assert checkpoint_settings({"hyper_parameters": {"n_features": 100}}, model.hparams, given) == {}  # not FEGAN's
     # a 0.2 checkpoint recorded every argument: it keeps its own scoring under today's defaults
     scoring = {"tap": "relu5_4", "feature_distance": "l2", "component_norm": "none", "mahalanobis_ridge": 0.0}

@@ -63,7 +63,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
             ``"mahalanobis+nearest"``: both, each standardised on the training cells, summed **[A7c]**.
         feature_shape: (channels, height, width) of the tap's features; needed by ``"mahalanobis"`` and ``"nearest"``.
         memory_size: with ``"nearest"``, the most training cells the memory keeps (a k-center coreset beyond it,
-            ``memory.k_center_greedy``; ``measure_scoring_statistics`` fills it). Defaults to ``16384``.
+            ``memory.k_center_greedy``; ``measure_scoring_statistics`` fills it). Defaults to ``4096``.
         image_score_top_ratio: the image score is the mean of this share of the map's highest pixels
             (default ``0.01``, 1 %); ``0`` is their maximum, Eq. 10 as printed **[A8b]**.
         mahalanobis_ridge: with ``"mahalanobis"``, divide by ``sqrt(var + ridge·mean(var))`` instead of
@@ -88,7 +88,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         feature_shape: tuple[int, int, int] | None = None,
         image_score_top_ratio: float = 0.01,
         mahalanobis_ridge: float = 0.0,
-        memory_size: int = 16384,
+        memory_size: int = 4096,
     ) -> None:
         super().__init__()
         if mahalanobis_ridge < 0:

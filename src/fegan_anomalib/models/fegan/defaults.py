@@ -3,8 +3,8 @@
 ``Fegan`` (the Lightning module) leaves these arguments unset (``None``) in its signature and fills what was not
 given from here, so it can tell an argument a user typed, even at its default value, from one left alone: loading
 a checkpoint, an argument left alone takes the checkpoint's setting, one typed wins (``guards.checkpoint_settings``).
-``FeganModel`` (the torch model) takes its keyword defaults from here too, so building either gives the same
-method. The paper's literal reading is ``configs/fegan_mvtec.yaml`` (docs/decisions.md).
+``FeganModel`` (the torch model) keeps the paper's literal defaults; ``Fegan`` passes it every argument.
+The paper's literal reading is ``configs/fegan_mvtec.yaml`` (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -26,6 +26,6 @@ DEFAULTS: dict[str, Any] = {
     "feature_distance": "mahalanobis+nearest",  # [A7b] [A7c]
     "image_score_top_ratio": 0.01,  # [A8b]
     "mahalanobis_ridge": 0.3,  # [A7b]
-    "memory_size": 16384,  # [A7c]
+    "memory_size": 4096,  # [A7c]
     "channels_last": True,
 }

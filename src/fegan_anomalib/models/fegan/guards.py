@@ -104,7 +104,7 @@ class FiniteLosses:
 
 
 def check_train_stats(anomaly_map_generator: nn.Module, action: str) -> None:
-    """Scoring with training-image statistics needs them measured, which only a fit with validation does."""
+    """Scoring with training-image statistics needs them measured, which a fit does (before validation, at its end)."""
     if anomaly_map_generator.needs_train_stats:
         which = (
             f"component_norm={anomaly_map_generator.component_norm!r}, "
@@ -112,9 +112,9 @@ def check_train_stats(anomaly_map_generator: nn.Module, action: str) -> None:
         )
         msg = (
             f"Cannot {action}: this FEGAN scores with training statistics ({which}) that were never measured "
-            "(they are taken when validation runs during fit). Load a checkpoint trained with validation "
-            "(`--ckpt_path <run>/weights/lightning/model.ckpt`), train with a validation split (the datamodule's "
-            "default), or use `--model.component_norm none --model.feature_distance l2`."
+            "(a fit measures them on its training images before each validation and when it ends). Load the "
+            "checkpoint of a finished fit (`--ckpt_path <run>/weights/lightning/model.ckpt`), or use "
+            "`--model.component_norm none --model.feature_distance l2`."
         )
         raise RuntimeError(msg)
 
@@ -176,7 +176,7 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], own: dict[str, torch.Tenso
         del state[key]
     missing = [key for key in own if key.startswith("model.") and key not in state]
     unexpected = [key for key in state if key.startswith("model.") and key not in own]
-    misshapen = [key for key in own if key in state and state[key].shape != own[key].shape]
+    misshapen = [key for key in own if key in state and not _fits(key, state[key].shape, own[key].shape)]
     if not (missing or unexpected or misshapen):
         return
     saved = checkpoint.get("hyper_parameters", {})
@@ -209,6 +209,13 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], own: dict[str, torch.Tenso
     raise ValueError(msg)
 
 
+def _fits(key: str, saved: torch.Size, own: torch.Size) -> bool:
+    """Tell whether a saved tensor fits: the same shape, but the memory keeps as many rows as training chose."""
+    if key.endswith(".memory_bank"):
+        return saved[1:] == own[1:]
+    return saved == own
+
+
 def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], given: set[str]) -> dict[str, Any]:
     """Return the checkpoint's model arguments for each one not ``given`` here, where they differ.
 
@@ -224,7 +231,7 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], giv
     saved = dict(checkpoint.get("hyper_parameters", {}))
     if "backbone" not in saved:
         return {}
-    rename_in_place(saved)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
+    rename_in_place(saved, checkpoint=True)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
     saved = {**UNRECORDED_SETTINGS, **saved}  # e.g. written before feature_distance existed: it was L2
     return {
         name: saved[name]

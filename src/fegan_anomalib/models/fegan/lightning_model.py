@@ -98,25 +98,30 @@ class Fegan(CheckpointGuards, AnomalibModule):
             of D's features of x and G(x̃)) or ``"bce"`` (the paper's **[A6]**). Feature matching by measurement:
             the BCE gradient swamps the other terms (docs/decisions.md, "Departures").
             Defaults to ``"feature_matching"``.
-        feature_map_weight (float): λ of the anomaly score (Eq. 8): ``S = λ·F + (1 − λ)·R``. Defaults to ``0.6``.
+        feature_map_weight (float): λ of the anomaly score (Eq. 8): ``S = λ·F + (1 − λ)·R``. Defaults to ``0.8``
+            (the paper's 0.6 in ``configs/fegan_mvtec.yaml``; 0.8 measured with the default F **[A7c]**).
         component_norm (str): ``"train_stats"``: F and R standardised by their statistics on normal training images,
-            measured when validation runs in fit **[A7]**; ``"none"``: the paper. Defaults to ``"train_stats"``.
+            measured during fit (before validation, and for the final weights) **[A7]**; ``"none"``: the paper.
+            Defaults to ``"train_stats"``.
         sigma (float): Gaussian smoothing of the map; ``0`` is none (the paper). Defaults to ``0``.
         feature_distance (str): how F scores a tap cell's residual θ*(x) − θ(x). ``"nearest"``: its distance (after
             3×3 averaging) to the nearest residual of any cell of the normal training images, a k-center memory of at
             most ``memory_size`` cells measured during fit **[A7c]**: position-free, so parts that turn or shift
             between images score as parts in place (BENCHMARKS.md, "Unaligned parts"). ``"mahalanobis"``: standardised
             per tap cell and channel by its statistics on the training images **[A7b]** (0.3's default; it learns
-            where things usually are). ``"l2"``: Eq. 6, the paper. Defaults to ``"nearest"``.
+            where things usually are). ``"mahalanobis+nearest"``: both, each standardised on the training images,
+            summed **[A7c]**: the one setting measured at or above PaDiM and PatchCore on parts in place and parts
+            that move. ``"l2"``: Eq. 6, the paper. Defaults to ``"mahalanobis+nearest"``.
         image_score_top_ratio (float): the image score is the mean of this share of the anomaly map's highest
             pixels; ``0`` is their maximum (Eq. 10, the paper) **[A8b]**. A scoring option: rescoring a checkpoint
             needs no retraining. Defaults to ``0.01``.
         mahalanobis_ridge (float): with ``feature_distance="mahalanobis"``, divide each residual by
             ``sqrt(var + ridge·mean(var))`` (``0``: plain per-cell whitening, which whitens noise when few images
             estimate the variances) **[A7b]**; a scoring option. Defaults to ``0.3``.
-        memory_size (int): with ``feature_distance="nearest"``, the most training cells its memory keeps (a seeded
-            uniform subset beyond that) **[A7c]**: the exported graph's size and the search's cost grow with it.
-            Defaults to ``16384``.
+        memory_size (int): with ``"nearest"`` in ``feature_distance``, the most training cells its memory keeps (a
+            k-center coreset beyond that) **[A7c]**: the exported graph's size, the search's cost and, on CPU, the
+            time to measure the statistics grow with it. Defaults to ``4096`` (the same figures as 16,384 on
+            magnetic_tile and hazelnut_mini; BENCHMARKS.md, "Unaligned parts").
         use_discriminator (bool): train with the discriminator (Table 7). Defaults to ``True``.
 
         The network and scoring arguments (``image_size`` to ``encoder_batchnorm``, ``feature_map_weight`` to
@@ -139,7 +144,9 @@ class Fegan(CheckpointGuards, AnomalibModule):
             the encoder's and the decoder's parameters and the cosines between the terms' gradients
             (``grad_share/*``, ``grad_cos/*``: ``GeneratorLoss.gradient_shares``); ``0`` never. Defaults to ``10``.
         fen_cache_mb (float): memory for the frozen FEN's features of each clean training image, reused every
-            epoch (keyed by content; switches itself off when no image repeats); ``0`` off. Defaults to ``1024``.
+            epoch, on the training device (GPU memory on a GPU: 2 MB per image at 256² and relu4_4); looked up by
+            path and checked by a pixel fingerprint, without a host-device wait (``fen_cache.py``); ``0`` off.
+            Defaults to ``1024``.
         lr (float): Adam learning rate of G and D. Defaults to ``2e-4``.
         beta1 (float): Adam β1. Defaults to ``0.5``.
         beta2 (float): Adam β2. Defaults to ``0.999``.
@@ -433,7 +440,14 @@ class Fegan(CheckpointGuards, AnomalibModule):
         """
         if not self.model.anomaly_map_generator.measures_train_stats or self.statistics_step == self.global_step:
             return
-        measure_scoring_statistics(self)
+        # in eval mode, as inference scores (the end of a fit calls this in train mode, where the decoder's
+        # BatchNorm would use batch statistics and update its running ones)
+        training = self.model.training
+        self.model.eval()
+        try:
+            measure_scoring_statistics(self)
+        finally:
+            self.model.train(training)
         self.statistics_step = self.global_step
 
     def on_validation_epoch_start(self) -> None:

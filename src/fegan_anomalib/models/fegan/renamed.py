@@ -30,19 +30,24 @@ RENAMED = {
 REMOVED_IN = {old: "0.4" for old in RENAMED} | {"gradient_norm_every": "0.5"}
 
 
-def rename_in_place(hparams: MutableMapping[str, Any]) -> None:
+def rename_in_place(hparams: MutableMapping[str, Any], checkpoint: bool = False) -> None:
     """Move every deprecated argument that was given (not ``None``) onto its new name; drop the old keys.
 
     Run on the module's ``hparams`` right after ``save_hyperparameters``, so the checkpoint written
-    next holds only the new names.
+    next holds only the new names; with ``checkpoint``, on a saved checkpoint's hyper-parameters (the warning then
+    says the checkpoint is read, not that the user should type the new name).
     """
     for old, new in RENAMED.items():
         value = hparams.pop(old, None)
         if value is None:
             continue
+        if checkpoint:
+            advice = f"this checkpoint's `{old}` is read as `{new}` (a checkpoint saved again records the new name)"
+        else:
+            advice = f"use `{new}` (e.g. `--model.{new}`)"
         warnings.warn(
             f"FEGAN's `{old}` is renamed `{new}` and the old name will be removed in fegan-anomalib {REMOVED_IN[old]}; "
-            f"use `{new}` (e.g. `--model.{new}`).",
+            f"{advice}.",
             FutureWarning,
             stacklevel=3,
         )

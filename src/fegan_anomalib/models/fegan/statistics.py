@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F  # noqa: N812
+from torch.utils.data import DataLoader, RandomSampler
 
 from .memory import nearest_distance
 
@@ -37,14 +38,34 @@ from .memory import nearest_distance
 # mean and std, and the search of each cell against the whole memory is the slow part of a measurement on CPU
 NEAREST_STATS_IMAGES = 64
 MEMORY_SEED = 0  # the memory's random keys and coreset start: the same training images give the same memory
-RESERVOIR_FACTOR = 16  # cells offered to the coreset: 16 × 16,384 × 512 channels × 4 bytes = 512 MB at most
+RESERVOIR_FACTOR = 16  # cells offered to the coreset: 16 × 4,096 × 512 channels × 4 bytes = 128 MB at the default
+
+
+def seeded_order(loader: Any) -> Any:
+    """Give the training loader's images in a fixed shuffled order (``MEMORY_SEED``), not the global RNG's.
+
+    The statistics are sums and a coreset: their float rounding follows the order of the pass. Drawn from the
+    global RNG, that order would differ between a run and the same run resumed, and the pass would consume the
+    global RNG, so whether a validation ran would change the next epoch's shuffle.
+    """
+    if not isinstance(loader, DataLoader) or not isinstance(loader.sampler, RandomSampler) or not loader.batch_size:
+        return loader
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(MEMORY_SEED),
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
 
 
 def clean_training_batches(module: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Pre-processed clean training images with their FEN features (from the cache), batch by batch."""
     trainer = module.trainer
     datamodule = trainer.datamodule
-    for batch in datamodule.train_dataloader() if datamodule else trainer.train_dataloader:
+    for batch in seeded_order(datamodule.train_dataloader() if datamodule else trainer.train_dataloader):
         images = batch.image.to(module.device)
         images = module.pre_processor.transform(images) if module.pre_processor is not None else images
         features = (

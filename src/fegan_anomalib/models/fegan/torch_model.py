@@ -152,13 +152,10 @@ class FeganModel(nn.Module):
     returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
     ``pred_score`` its per-image max (Eq. 10) or top-share mean (**[A8b]**), raw, not min-max normalised **[A8]**.
 
-    **Its defaults are the product's, not the paper's**: ``defaults.DEFAULTS``, the same as
-    :class:`~fegan_anomalib.Fegan`'s (block 4's tap, ``train_stats``, the position-free score), so either builds the
-    same method. Those scores need statistics of the normal training images (``statistics.measure_scoring_statistics``,
-    which the Lightning module runs during fit); until measured the map is NaN or, for ``"nearest"``, scoring raises.
-    The paper's literal model (``relu5_4``, Eq. 6's L2, no statistics) is
-    ``FeganModel(tap="relu5_4", feature_distance="l2", component_norm="none", image_score_top_ratio=0)``, as in
-    ``configs/fegan_mvtec.yaml``.
+    **Its defaults are the paper's literal model, not the product's** (``relu5_4``, Eq. 6's L2, no statistics), which
+    scores without fitted statistics; the product's defaults (``defaults.DEFAULTS``: block 4's tap, ``train_stats``, the
+    position-free score) are :class:`~fegan_anomalib.Fegan`'s, which passes every argument and measures the
+    statistics those scores need during fit (``statistics.measure_scoring_statistics``).
 
     Args:
         image_size: (H, W) of the model input; both must be multiples of the tap's stride.
@@ -185,8 +182,7 @@ class FeganModel(nn.Module):
             faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
 
     Example:
-        >>> paper = {"feature_distance": "l2", "component_norm": "none"}  # scores without measured statistics
-        >>> model = FeganModel((64, 64), pre_trained=False, **paper).eval()
+        >>> model = FeganModel((64, 64), pre_trained=False).eval()
         >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
         torch.Size([2, 64, 64])
 
@@ -194,23 +190,23 @@ class FeganModel(nn.Module):
 
     def __init__(
         self,
-        image_size: tuple[int, int] = (DEFAULTS["image_size"],) * 2,
-        backbone: str = DEFAULTS["backbone"],
-        tap: str = DEFAULTS["tap"],
-        pre_trained: bool = DEFAULTS["pre_trained"],
+        image_size: tuple[int, int] = (256, 256),
+        backbone: str = "vgg19",
+        tap: str = "relu5_4",
+        pre_trained: bool = True,
         weights: str | Path | None = None,
-        encoder_init: str = DEFAULTS["encoder_init"],
-        encoder_batchnorm: str = DEFAULTS["encoder_batchnorm"],
-        use_discriminator: bool = DEFAULTS["use_discriminator"],
-        use_fen: bool = DEFAULTS["use_fen"],
-        feature_map_weight: float = DEFAULTS["feature_map_weight"],
-        component_norm: str = DEFAULTS["component_norm"],
-        sigma: float = DEFAULTS["sigma"],
-        feature_distance: str = DEFAULTS["feature_distance"],
-        image_score_top_ratio: float = DEFAULTS["image_score_top_ratio"],
-        mahalanobis_ridge: float = DEFAULTS["mahalanobis_ridge"],
+        encoder_init: str = "pretrained",
+        encoder_batchnorm: str = "frozen",
+        use_discriminator: bool = True,
+        use_fen: bool = True,
+        feature_map_weight: float = 0.6,
+        component_norm: str = "none",
+        sigma: float = 0.0,
+        feature_distance: str = "l2",
+        image_score_top_ratio: float = 0.01,
+        mahalanobis_ridge: float = 0.0,
         memory_size: int = DEFAULTS["memory_size"],
-        channels_last: bool = DEFAULTS["channels_last"],
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         if encoder_batchnorm not in ENCODER_BATCHNORMS:
