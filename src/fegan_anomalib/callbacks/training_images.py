@@ -57,9 +57,8 @@ class TrainingImages(Callback):
         grid = self.render(pl_module)
         folder = Path(trainer.default_root_dir) / "training_images"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
-            folder / f"epoch_{epoch:03d}.png"
-        )
+        pixels = np.nan_to_num(grid.permute(1, 2, 0).numpy())  # a diverged step's NaN (the run then stops) draws black
+        Image.fromarray((pixels * 255).round().astype(np.uint8)).save(folder / f"epoch_{epoch:03d}.png")
         for experiment_logger in trainer.loggers:
             experiment = getattr(experiment_logger, "experiment", None)
             if hasattr(experiment, "add_image"):

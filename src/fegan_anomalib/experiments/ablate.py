@@ -245,7 +245,8 @@ def write_weight_chart(results: dict[tuple[str, str], list[dict[str, Any]]], cat
         axis.set_title(f"paper's Fig. 9: {PAPER_FIG9_SHAPE[weight]}", fontsize=9)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("AUROC (mean ± sd over seeds)")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # no point measured yet: nothing to name
+        axes[0].legend(fontsize=7)
     save_figure(figure, out / "fig9.png")
 
 

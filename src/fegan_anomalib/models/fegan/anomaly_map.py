@@ -10,15 +10,15 @@ carry them. They start unset (NaN) and the Lightning module refuses to test, pre
 until training has measured them, rather than scoring with a silent identity. ``"none"`` is the
 literal paper.
 
-**[A7b]** ``feature_distance="mahalanobis"`` (the Lightning module's default since 0.3; ``"l2"``, Eq. 6, is this
-component's and the paper's) measures F as the diagonal Mahalanobis distance of the feature residual θ*(x) − θ(x) at
-each tap cell: each channel at each cell minus its mean over normal training images, divided by
-``sqrt(var + ridge·mean(var))`` there, then the L2 norm over channels. Why: on a textured surface a few high-variance
-channels carry the normal texture and dominate the plain L2 norm; Eq. 6 weighs them by energy, not by surprise. The
-ridge (``mahalanobis_ridge``, 0.3 in the module) keeps variances estimated from few images from whitening noise.
-Measured at the block-4 tap, 128², stand-in VGG16-BN, three seeds: magnetic_tile image / pixel AUROC 0.748 / 0.684
-(L2) → 0.858 / 0.721, hazelnut_mini 1.000 / 0.980 → 1.000 / 0.965 (BENCHMARKS.md, "The 0.3 default"). Like
-``train_stats``, the statistics are buffers measured during fit, NaN until then.
+**[A7b]** ``feature_distance="mahalanobis"`` (0.3.0.dev0's default, and half of the Lightning module's
+``"mahalanobis+nearest"`` **[A7c]**; ``"l2"``, Eq. 6, is this component's and the paper's) measures F as the diagonal
+Mahalanobis distance of the feature residual θ*(x) − θ(x) at each tap cell: each channel at each cell minus its mean
+over normal training images, divided by ``sqrt(var + ridge·mean(var))`` there, then the L2 norm over channels. Why: on a
+textured surface a few high-variance channels carry the normal texture and dominate the plain L2 norm; Eq. 6 weighs them
+by energy, not by surprise. The ridge (``mahalanobis_ridge``, 0.3 in the module) keeps variances estimated from few
+images from whitening noise. Measured at the block-4 tap, 128², stand-in VGG16-BN, three seeds: magnetic_tile image /
+pixel AUROC 0.748 / 0.684 (L2) → 0.858 / 0.721, hazelnut_mini 1.000 / 0.980 → 1.000 / 0.965 (BENCHMARKS.md, "The 0.3
+default"). Like ``train_stats``, the statistics are buffers measured during fit, NaN until then.
 
 **[A8b]** The image score is the mean of the map's top 1 % of pixels (``image_score_top_ratio=0.01``), not
 Eq. 10's maximum (``0``, kept): one pixel of a full-resolution map is its noisiest statistic. Measured on

@@ -3,7 +3,8 @@
 ``Fegan`` (the Lightning module) leaves these arguments unset (``None``) in its signature and fills what was not
 given from here, so it can tell an argument a user typed, even at its default value, from one left alone: loading
 a checkpoint, an argument left alone takes the checkpoint's setting, one typed wins (``guards.checkpoint_settings``).
-``FeganModel`` (the torch model) keeps the paper's literal defaults; ``Fegan`` passes it every argument.
+``FeganModel`` (the torch model) keeps the paper's scoring defaults (relu5_4, L2, no statistics); ``Fegan`` passes it
+every argument.
 The paper's literal reading is ``configs/fegan_mvtec.yaml`` (docs/decisions.md).
 """
 

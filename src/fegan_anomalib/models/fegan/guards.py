@@ -20,6 +20,8 @@ from .renamed import rename_in_place
 
 logger = logging.getLogger(__name__)
 
+# the ONNX opset the exporter of torch 2.14 builds natively (to_onnx)
+ONNX_OPSET = 18
 # on_save_checkpoint records these constructor arguments under ARCHITECTURE_KEY: they shape the weights
 ARCHITECTURE_KEY = "fegan_architecture"
 ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen", "feature_distance")
@@ -285,8 +287,14 @@ class CheckpointGuards:
         return super().to_torch(*args, **kwargs)
 
     def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
-        """Export to ONNX (anomalib's; ``to_openvino`` goes through it), for a model with fitted thresholds only."""
+        """Export to ONNX (anomalib's; ``to_openvino`` goes through it), for a model with fitted thresholds only.
+
+        Opset 18 unless asked otherwise: anomalib 2.7 asks for 14, torch 2.14's exporter builds 18 and its
+        down-conversion of this graph fails, printing a traceback and keeping 18 ("The model was not modified");
+        asking for 18 writes the same graph without the traceback.
+        """
         check_exportable(self.post_processor, self.model.anomaly_map_generator)
+        kwargs.setdefault("opset_version", ONNX_OPSET)
         return super().to_onnx(*args, **kwargs)
 
 

@@ -63,9 +63,9 @@ from .torch_model import FeganModel
 __all__ = ["FEGAN", "Fegan"]
 
 logger = logging.getLogger(__name__)
-# warnings a FEGAN fit triggers in Lightning that a user can do nothing about, silenced for the fit only
-# (setup to teardown)
-QUIET_FIT = (
+# warnings FEGAN's fit, test and predict trigger in Lightning that a user can do nothing about, silenced for that
+# stage only (setup to teardown)
+QUIET_STAGE = (
     # the frozen FEN and frozen BatchNorm layers are in eval mode by design; Lightning warns about any such module
     (PossibleUserWarning, r"Found \d+ module\(s\) in eval mode"),
     # Lightning 2.6's own use of a pytree API that torch 2.14 deprecates (lightning/pytorch/utilities/_pytree.py)
@@ -108,14 +108,14 @@ class Fegan(CheckpointGuards, AnomalibModule):
             3×3 averaging) to the nearest residual of any cell of the normal training images, a k-center memory of at
             most ``memory_size`` cells measured during fit **[A7c]**: position-free, so parts that turn or shift
             between images score as parts in place (BENCHMARKS.md, "Unaligned parts"). ``"mahalanobis"``: standardised
-            per tap cell and channel by its statistics on the training images **[A7b]** (0.3's default; it learns
+            per tap cell and channel by its statistics on the training images **[A7b]** (0.3.0.dev0's default; it learns
             where things usually are). ``"mahalanobis+nearest"``: both, each standardised on the training images,
             summed **[A7c]**: the one setting measured at or above PaDiM and PatchCore on parts in place and parts
             that move. ``"l2"``: Eq. 6, the paper. Defaults to ``"mahalanobis+nearest"``.
         image_score_top_ratio (float): the image score is the mean of this share of the anomaly map's highest
             pixels; ``0`` is their maximum (Eq. 10, the paper) **[A8b]**. A scoring option: rescoring a checkpoint
             needs no retraining. Defaults to ``0.01``.
-        mahalanobis_ridge (float): with ``feature_distance="mahalanobis"``, divide each residual by
+        mahalanobis_ridge (float): with ``"mahalanobis"`` in ``feature_distance``, divide each residual by
             ``sqrt(var + ridge·mean(var))`` (``0``: plain per-cell whitening, which whitens noise when few images
             estimate the variances) **[A7b]**; a scoring option. Defaults to ``0.3``.
         memory_size (int): with ``"nearest"`` in ``feature_distance``, the most training cells its memory keeps (a
@@ -272,7 +272,7 @@ class Fegan(CheckpointGuards, AnomalibModule):
         # val_F_* / val_R_* rank images by the model's own image score (its top share), as the fused score does
         self.component_auroc = ComponentAUROC(image_score=self._image_score)
         self.statistics_step: int | None = None  # the global step the scoring statistics were measured at
-        self._quiet_fit: warnings.catch_warnings | None = None
+        self._quiet_stage: warnings.catch_warnings | None = None
         self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
 
     def _image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
@@ -395,20 +395,20 @@ class Fegan(CheckpointGuards, AnomalibModule):
     on_validation_start = on_test_start = on_predict_start = on_fit_start
 
     def setup(self, stage: str) -> None:
-        """For a fit, silence two third-party warnings about what FEGAN does by design, until the fit's teardown."""
+        """Silence two third-party warnings about what FEGAN does by design, until the stage's teardown."""
         super().setup(stage)
-        if stage == "fit" and self._quiet_fit is None:
-            self._quiet_fit = warnings.catch_warnings()
-            self._quiet_fit.__enter__()
-            for category, message in QUIET_FIT:
+        if self._quiet_stage is None:
+            self._quiet_stage = warnings.catch_warnings()
+            self._quiet_stage.__enter__()
+            for category, message in QUIET_STAGE:
                 warnings.filterwarnings("ignore", message=message, category=category)
 
     def teardown(self, stage: str) -> None:
-        """Give the process its warning filters back after a fit."""
+        """Give the process its warning filters back after the stage."""
         super().teardown(stage)
-        if stage == "fit" and self._quiet_fit is not None:
-            self._quiet_fit.__exit__(None, None, None)
-            self._quiet_fit = None
+        if self._quiet_stage is not None:
+            self._quiet_stage.__exit__(None, None, None)
+            self._quiet_stage = None
 
     def on_train_start(self) -> None:
         """Start every fit with an empty FEN cache: the FEN's weights may have been loaded since."""

@@ -152,10 +152,12 @@ class FeganModel(nn.Module):
     returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
     ``pred_score`` its per-image max (Eq. 10) or top-share mean (**[A8b]**), raw, not min-max normalised **[A8]**.
 
-    **Its defaults are the paper's literal model, not the product's** (``relu5_4``, Eq. 6's L2, no statistics), which
-    scores without fitted statistics; the product's defaults (``defaults.DEFAULTS``: block 4's tap, ``train_stats``, the
-    position-free score) are :class:`~fegan_anomalib.Fegan`'s, which passes every argument and measures the
-    statistics those scores need during fit (``statistics.measure_scoring_statistics``).
+    **Its defaults are the paper's scoring, not the product's** (``relu5_4``, Eq. 6's L2, no statistics), which scores
+    without fitted statistics; two measured departures stay on here too (the top-1 % image score **[A8b]** and the
+    encoder's frozen BatchNorm), so ``image_score_top_ratio=0`` gives Eq. 10 as printed; the product's defaults
+    (``defaults.DEFAULTS``: block 4's tap, ``train_stats``, the position-free score) are
+    :class:`~fegan_anomalib.Fegan`'s, which passes every argument and measures the statistics those scores need during
+    fit (``statistics.measure_scoring_statistics``).
 
     Args:
         image_size: (H, W) of the model input; both must be multiples of the tap's stride.
@@ -173,10 +175,12 @@ class FeganModel(nn.Module):
         feature_map_weight: λ of Eq. 8. Defaults to ``0.6``.
         component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
         sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
-        feature_distance: ``"l2"`` (Eq. 6), ``"mahalanobis"`` per tap cell **[A7b]** or ``"nearest"`` **[A7c]**.
+        feature_distance: ``"l2"`` (Eq. 6), ``"mahalanobis"`` per tap cell **[A7b]**, ``"nearest"`` or
+            ``"mahalanobis+nearest"`` **[A7c]**.
         image_score_top_ratio: image score = mean of this share of the map's top pixels (default 1 %); ``0``: the
             max **[A8b]**.
-        mahalanobis_ridge: with ``"mahalanobis"``, ``sqrt(var + ridge·mean(var))`` as the divisor **[A7b]**.
+        mahalanobis_ridge: with ``"mahalanobis"`` in ``feature_distance``, ``sqrt(var + ridge·mean(var))`` as the
+            divisor **[A7b]**.
         memory_size: with ``"nearest"``, the most training cells its memory keeps **[A7c]**.
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
