@@ -22,6 +22,7 @@ def test_cli_train_prints_metrics_and_writes_heat_maps(trained: tuple[Path, str]
     workdir, output = trained
     for metric in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
         assert metric in output
+    assert "override existing callbacks" not in output  # fit then test in one Trainer (Fegan.configure_callbacks)
     heat_maps = list(workdir.glob("results/Fegan/MVTecAD/texture/v0/images/*/*.png"))
     assert len(heat_maps) == 8  # 4 good + 2 scratch + 2 stain
     assert checkpoint_of(workdir).is_file()

@@ -18,6 +18,7 @@ from anomalib.data import MVTecAD
 from anomalib.deploy import OpenVINOInferencer
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
+from lightning_utilities.core import rank_zero
 from PIL import Image
 
 from fegan_anomalib import Fegan
@@ -28,6 +29,17 @@ from fegan_anomalib.metrics import map_aurocs, rank_auroc
 from fegan_anomalib.models.fegan.augmentation import MultiScaleSelfEnhancement
 
 from .conftest import checkpoint_of, markdown_rows
+
+
+class _Records(logging.Handler):
+    """Keep every message a logger emits."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _datamodule(root: Path) -> MVTecAD:
@@ -213,8 +225,18 @@ def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
     varied = std.square() > 1e-3 * std.square().mean()  # the rest is floored
     assert varied.float().mean() > 0.5
     torch.testing.assert_close(generator.feature_residual_inv_std[0][varied], 1 / std[varied], rtol=1e-3, atol=1e-3)
-    (metrics,) = engine.test(model, datamodule=datamodule, verbose=False)
+    fit_callbacks = {type(c): c for c in engine.trainer.callbacks}
+    lightning_log = _Records()
+    rank_zero.log.addHandler(lightning_log)  # the logger of Lightning's rank_zero_info, whichever module set it
+    try:
+        (metrics,) = engine.test(model, datamodule=datamodule, verbose=False)
+    finally:
+        rank_zero.log.removeHandler(lightning_log)
     assert math.isfinite(metrics["image_AUROC"])
+    # a test after fit in the same Trainer keeps the callbacks fit attached, once each, and says nothing about them
+    assert not [m for m in lightning_log.messages if "override existing callbacks" in m], lightning_log.messages
+    assert {type(c): c for c in engine.trainer.callbacks} == fit_callbacks
+    assert json.loads((Path(engine.trainer.default_root_dir) / "test_metrics.json").read_text())["metrics"]
     # the statistics travel with the exported graph: OpenVINO (fp32) scores as torch does
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
     inferencer = OpenVINOInferencer(

@@ -306,9 +306,18 @@ class Fegan(CheckpointGuards, AnomalibModule):
         check_mvtec_masks(self.trainer.datamodule if self._trainer is not None else None)
 
     def configure_callbacks(self) -> list[Callback]:
-        """Add FEGAN's input check, resumable loader, DDP buffer sync, metrics files and curves to anomalib's."""
-        return [
-            *super().configure_callbacks(),
+        """Add FEGAN's input check, resumable loader, DDP buffer sync, metrics files and curves to anomalib's.
+
+        Lightning asks again at every stage and announces each returned callback whose type the Trainer
+        already holds ("... will override existing callbacks passed to Trainer"): after ``engine.fit``, the
+        ``engine.test`` of anomalib's Engine (one Trainer for both) printed that line for every callback below.
+        So a stage returns only what the Trainer lacks: anomalib's (this module's pre/post-processor,
+        evaluator, visualizer) unless that very object is attached, FEGAN's own unless one of its type is
+        (they hold no state across stages: each resets itself when its stage starts).
+        """
+        attached = self._trainer.callbacks if self._trainer is not None else []
+        attached_ids, attached_types = {id(c) for c in attached}, {type(c) for c in attached}
+        own = [
             callbacks.ValidateData(),
             RequireTrainStats(),
             callbacks.ResumableTrainLoader(),
@@ -316,6 +325,10 @@ class Fegan(CheckpointGuards, AnomalibModule):
             callbacks.SaveTestMetrics(),
             callbacks.LearningCurves(),
             callbacks.TrainingImages(),
+        ]
+        return [
+            *(c for c in super().configure_callbacks() if id(c) not in attached_ids),
+            *(c for c in own if type(c) not in attached_types),
         ]
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
