@@ -3,7 +3,8 @@
 Trains FEGAN through anomalib's Engine (the real Lightning loop) with label-free validation
 (``PlantedValidation``: held-out normal training images, half with planted M-SE anomalies) and,
 after every epoch, scores the whole **test set** outside the Lightning loop, recording image and
-pixel AUROC of the fused map S for several scoring settings (λ, σ) and of F and R alone. The test
+pixel AUROC of the fused map S for several scoring settings (λ, σ) and of F and R alone. S is the model's own
+fusion (its ``feature_map_weight``, 0.8 by default); the paper's λ 0.6 is recorded beside it. The test
 set never reaches training or the PostProcessor: it is read here to draw the curve and to measure
 how well the planted-validation proxy tracks it (Spearman rank correlation across epochs).
 
@@ -35,7 +36,7 @@ from fegan_anomalib.callbacks import PlantedValidation
 from fegan_anomalib.experiments.weights import STANDIN_FEN
 from fegan_anomalib.metrics import map_aurocs, rank_auroc
 
-LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only
+LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only; the model's own λ is added (TestSetCurve.lambdas)
 SIGMAS = (0.0, 4.0)
 
 
@@ -49,6 +50,13 @@ class TestSetCurve(Callback):
         self.rows: list[dict[str, float]] = []
         self.epoch_start = time.perf_counter()
         self.train_seconds = 0.0
+        self.lambdas = LAMBDAS
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record S at the model's own λ too, whatever it is (the default's 0.8 is not in LAMBDAS)."""
+        del trainer
+        own = float(pl_module.model.anomaly_map_generator.feature_map_weight)
+        self.lambdas = tuple(dict.fromkeys((1.0, own, *LAMBDAS)))
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start the epoch's clock."""
@@ -73,7 +81,7 @@ class TestSetCurve(Callback):
         residual, feature, label, mask = (torch.cat(x) for x in (residuals, features, labels, masks))
         generator = model.anomaly_map_generator
         row: dict[str, float] = {"epoch": trainer.current_epoch, "train_seconds": round(self.train_seconds, 1)}
-        for lam in LAMBDAS:
+        for lam in self.lambdas:
             for sigma in SIGMAS:
                 fused = _fuse(generator, residual, feature, lam, sigma)
                 name = f"lambda{lam:g}_sigma{sigma:g}"
@@ -196,21 +204,24 @@ def main() -> None:
     summary["model_args"] = {k: str(v) for k, v in model_args.items()}
     rows = curve.rows
     summary["last_epoch"] = rows[-1]
-    key = "image_AUROC_lambda0.6_sigma0"
+    own = float(model.model.anomaly_map_generator.feature_map_weight)  # the validation scores S at this λ
+    summary["model_lambda"] = own
     if all("val_image_AUROC" in row for row in rows):
         summary["spearman_val_vs_test_image_AUROC"] = _spearman(
-            [row["val_image_AUROC"] for row in rows], [row[key] for row in rows]
+            [row["val_image_AUROC"] for row in rows], [row[f"image_AUROC_lambda{own:g}_sigma0"] for row in rows]
         )
         summary["spearman_val_vs_test_pixel_AUROC"] = _spearman(
-            [row["val_pixel_AUROC"] for row in rows], [row["pixel_AUROC_lambda0.6_sigma0"] for row in rows]
+            [row["val_pixel_AUROC"] for row in rows], [row[f"pixel_AUROC_lambda{own:g}_sigma0"] for row in rows]
         )
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(rows, summary.get("padim"), args.out / "curves.png", f"{args.category}, {args.image_size}²")
+    plot(rows, summary.get("padim"), args.out / "curves.png", f"{args.category}, {args.image_size}²", own)
     print(json.dumps(summary, indent=2))
 
 
-def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Path, title: str) -> None:
-    """Test image and pixel AUROC per epoch (S, F only, R only), PaDiM as a horizontal line."""
+def plot(
+    rows: list[dict[str, float]], padim: dict[str, float] | None, path: Path, title: str, lam: float = 0.8
+) -> None:
+    """Test image and pixel AUROC per epoch (S at the model's λ, F only, R only), PaDiM as a horizontal line."""
     import matplotlib as mpl  # noqa: PLC0415
 
     mpl.use("Agg")
@@ -219,9 +230,9 @@ def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Pat
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [row["epoch"] + 1 for row in rows]
     for axis, level in zip(axes, ("image", "pixel"), strict=True):
-        for lam, label in ((0.6, "FEGAN S (λ=0.6)"), (1.0, "F only"), (0.0, "R only")):
-            axis.plot(epochs, [row[f"{level}_AUROC_lambda{lam:g}_sigma0"] for row in rows], marker="o", label=label)
-        axis.plot(epochs, [row[f"{level}_AUROC_lambda0.6_sigma4"] for row in rows], ls="--", label="S, σ=4")
+        for weight, label in ((lam, f"FEGAN S (λ={lam:g})"), (1.0, "F only"), (0.0, "R only")):
+            axis.plot(epochs, [row[f"{level}_AUROC_lambda{weight:g}_sigma0"] for row in rows], marker="o", label=label)
+        axis.plot(epochs, [row[f"{level}_AUROC_lambda{lam:g}_sigma4"] for row in rows], ls="--", label="S, σ=4")
         if any(f"val_{level}_AUROC" in row for row in rows):
             axis.plot(
                 epochs, [row.get(f"val_{level}_AUROC", float("nan")) for row in rows], ls=":", label="planted val (S)"

@@ -285,12 +285,13 @@ def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_p
     rows = list(csv.DictReader((tmp_path / "out" / "test_curve.csv").open()))
     assert [int(row["epoch"]) for row in rows] == [0, 1]
     last = rows[-1]
-    for lam in ("1", "0.6", "0"):  # F only, the paper's fusion, R only; each unblurred and blurred
+    for lam in ("1", "0.8", "0.6", "0"):  # F only, the model's own S, the paper's fusion, R only; each ± blur
         for sigma in ("0", "4"):
             assert f"image_AUROC_lambda{lam}_sigma{sigma}" in last and f"pixel_AUROC_lambda{lam}_sigma{sigma}" in last
     assert last["pixel_AUROC_lambda1_sigma0"] != last["pixel_AUROC_lambda0_sigma0"]  # F and R rank pixels apart
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    key = "pixel_AUROC_lambda0.6_sigma0"
+    assert summary["model_lambda"] == 0.8  # the default's λ: S as the model scores it
+    key = "pixel_AUROC_lambda0.8_sigma0"
     assert summary["last_epoch"][key] == pytest.approx(float(last[key]))
     assert summary["spearman_val_vs_test_image_AUROC"] is None  # two epochs: no rank correlation, not NaN
     assert Image.open(tmp_path / "out" / "curves.png").size[0] > 400
