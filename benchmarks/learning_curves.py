@@ -36,27 +36,21 @@ from fegan_anomalib.callbacks import PlantedValidation
 from fegan_anomalib.experiments.weights import STANDIN_FEN
 from fegan_anomalib.metrics import map_aurocs, rank_auroc
 
-LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only; the model's own λ is added (TestSetCurve.lambdas)
+LAMBDAS = (1.0, 0.6, 0.0)  # F only, the paper's fusion, R only; TestSetCurve adds the model's own λ
 SIGMAS = (0.0, 4.0)
 
 
 class TestSetCurve(Callback):
     """After every training epoch, score the test set and append image/pixel AUROCs to a CSV."""
 
-    def __init__(self, datamodule: MVTecAD, path: Path, pixel_stride: int = 2) -> None:
+    def __init__(self, datamodule: MVTecAD, path: Path, model_lambda: float, pixel_stride: int = 2) -> None:
         self.datamodule = datamodule
         self.path = path
         self.pixel_stride = pixel_stride
         self.rows: list[dict[str, float]] = []
         self.epoch_start = time.perf_counter()
         self.train_seconds = 0.0
-        self.lambdas = LAMBDAS
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Record S at the model's own λ too, whatever it is (the default's 0.8 is not in LAMBDAS)."""
-        del trainer
-        own = float(pl_module.model.anomaly_map_generator.feature_map_weight)
-        self.lambdas = tuple(dict.fromkeys((1.0, own, *LAMBDAS)))
+        self.lambdas = tuple(dict.fromkeys((1.0, model_lambda, *LAMBDAS)))  # S at the model's own λ too
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start the epoch's clock."""
@@ -188,7 +182,8 @@ def main() -> None:
     }
     model = Fegan(**model_args)
     datamodule = _datamodule(args)
-    curve = TestSetCurve(_datamodule(args), args.out / "test_curve.csv")
+    own = float(model.model.anomaly_map_generator.feature_map_weight)  # S as the model (and its validation) scores
+    curve = TestSetCurve(_datamodule(args), args.out / "test_curve.csv", own)
     datamodule_test = curve.datamodule
     datamodule_test.setup("test")
     engine = Engine(
@@ -204,7 +199,6 @@ def main() -> None:
     summary["model_args"] = {k: str(v) for k, v in model_args.items()}
     rows = curve.rows
     summary["last_epoch"] = rows[-1]
-    own = float(model.model.anomaly_map_generator.feature_map_weight)  # the validation scores S at this λ
     summary["model_lambda"] = own
     if all("val_image_AUROC" in row for row in rows):
         summary["spearman_val_vs_test_image_AUROC"] = _spearman(
@@ -218,9 +212,7 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
 
 
-def plot(
-    rows: list[dict[str, float]], padim: dict[str, float] | None, path: Path, title: str, lam: float = 0.8
-) -> None:
+def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Path, title: str, lam: float) -> None:
     """Test image and pixel AUROC per epoch (S at the model's λ, F only, R only), PaDiM as a horizontal line."""
     import matplotlib as mpl  # noqa: PLC0415
 
