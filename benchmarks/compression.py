@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from inference import openvino_variants  # benchmarks/ is on sys.path when run as a script
+from common import openvino_variants  # the benchmarks' shared helpers
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 

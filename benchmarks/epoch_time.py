@@ -37,7 +37,7 @@ from fegan_anomalib import Fegan
 from fegan_anomalib.callbacks import PlantedValidation
 from fegan_anomalib.experiments.compare import cpu_name
 from fegan_anomalib.experiments.weights import STANDIN_FEN
-from fegan_anomalib.models.fegan import lightning_model
+from fegan_anomalib.models.fegan import measuring
 
 TINY = torch.finfo(torch.float32).tiny
 NETWORKS = ("encoder", "decoder", "discriminator")
@@ -146,15 +146,15 @@ class EpochSplit(Callback):
 
 
 def time_statistics(split: EpochSplit) -> None:
-    """Wrap the module's statistics passes with a clock (they run inside validation)."""
-    measure = lightning_model.measure_scoring_statistics
+    """Wrap the model's statistics passes with a clock (they run inside validation)."""
+    measure = measuring.measure_statistics
 
-    def timed(module: Any) -> None:
+    def timed(*args: Any, **kwargs: Any) -> None:
         start = time.perf_counter()
-        measure(module)
+        measure(*args, **kwargs)
         split.row["statistics_s"] += time.perf_counter() - start
 
-    lightning_model.measure_scoring_statistics = timed
+    measuring.measure_statistics = timed
 
 
 def main() -> None:

@@ -23,25 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import conv_gflops_per_second, openvino_variants  # the benchmarks' shared helpers
 
 from fegan_anomalib.experiments.runs import median_seconds
-
-
-def conv_gflops_per_second(bf16: bool = False) -> float:
-    """Measure the CPU's convolution throughput on a VGG-sized 3x3 convolution (torch/oneDNN).
-
-    The better of the plain and the channels-last layout, so the bound is what this CPU's fastest
-    convolution path reaches, not a slow path that FEGAN's own layout would beat. ``bf16``: under
-    bf16 autocast (emulated, and slow, on CPUs without bfloat16 hardware).
-    """
-    flops = 2 * 256 * 256 * 9 * 64 * 64 * 8
-    rates = []
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        conv = torch.nn.Conv2d(256, 256, 3, padding=1).eval().to(memory_format=memory_format)
-        x = torch.rand(8, 256, 64, 64).contiguous(memory_format=memory_format)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            rates.append(flops / median_seconds(lambda conv=conv, x=x: conv(x), seconds=4) / 1e9)
-    return max(rates)
 
 
 def model_gflops(model: torch.nn.Module, size: int) -> float:
@@ -124,25 +108,6 @@ def torch_rows(model: torch.nn.Module, size: int, seconds: float, compile_model:
                 print(f"  measured torch.compile, batch {batch}: {1000 * rows[-1][2] / batch:.0f} ms/image", flush=True)
     model.to(memory_format=torch.channels_last)  # back to FEGAN's default for the exports
     return rows
-
-
-def openvino_variants(int8: bool) -> list[tuple[str, object, dict[str, str] | None]]:
-    """List the exports both benchmarks compare: (name, anomalib compression type, OpenVINO config).
-
-    FP32 and FP16 IRs run with the f32 hint (OpenVINO defaults to bf16 on CPUs that have it); the
-    FP32 IR also runs under that default; INT8 (post-training quantisation) needs a calibration set.
-    """
-    from anomalib.deploy import CompressionType  # noqa: PLC0415
-
-    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
-    variants = [
-        ("OpenVINO FP32", None, f32),
-        ("OpenVINO FP32 IR, default hint (bf16 where the CPU has it)", None, None),
-        ("OpenVINO FP16 IR", CompressionType.FP16, f32),
-    ]
-    if int8:
-        variants.append(("OpenVINO INT8 (PTQ)", CompressionType.INT8_PTQ, None))
-    return variants
 
 
 def openvino_rows(

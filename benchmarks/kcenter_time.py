@@ -18,7 +18,7 @@ import time
 import torch
 from anomalib.models.components.sampling import KCenterGreedy
 
-from fegan_anomalib.models.fegan.memory import k_center_greedy
+from fegan_anomalib.models.fegan.scoring.memory import k_center_greedy
 
 
 def main() -> None:

@@ -96,7 +96,7 @@ def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: fl
 
     F arrives already measured with the model's feature distance (and ridge); only λ and σ change here.
     """
-    from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
+    from fegan_anomalib.models.fegan.scoring.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
 
     variant = AnomalyMapGenerator(
         feature_map_weight=lam,

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from inference import conv_gflops_per_second
+from common import conv_gflops_per_second
 from torch.utils._python_dispatch import TorchDispatchMode  # the same CPU bound as inference's (script folder)
 
 from fegan_anomalib.experiments.compare import cpu_name

@@ -2,10 +2,13 @@
 
 anomalib 2.7 has no plugin entry points: ``anomalib train --model Fegan`` resolves the name
 among the ``AnomalibModule`` subclasses that are already imported. ``fegan_anomalib_hook.pth``
-imports this module at start-up; it only puts a one-shot finder on ``sys.meta_path``. When (and
-only when) a process imports ``anomalib.models``, the finder lets it load and then imports
-``fegan_anomalib.models``, whose Lightning module registers itself with anomalib. A process
-that never touches anomalib pays for this file and nothing else (no torch, no anomalib).
+imports this module at start-up; it only puts a finder on ``sys.meta_path``. Once a process has
+imported ``anomalib.models`` and no ``fegan_anomalib`` module is still being imported, the finder
+imports ``fegan_anomalib.registration`` (which registers FEGAN and the benchmark peers with anomalib)
+and takes itself off ``sys.meta_path``. Waiting for the outermost ``fegan_anomalib`` import to finish
+lets ``import fegan_anomalib.models`` or ``import fegan_anomalib.experiments.peers`` come first: they
+import ``anomalib.models`` half-way through themselves, when registering would need them complete.
+A process that never touches anomalib pays for this file and nothing else (no torch, no anomalib).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from __future__ import annotations
 import sys
 
 _TARGET = "anomalib.models"
-_PLUGIN = "fegan_anomalib.models"
+_PACKAGE = "fegan_anomalib"
+_PLUGIN = "fegan_anomalib.registration"
 # anomalib 2.7's import of anomalib.models imports its own deprecated modules (timm's old path, its dinov2 package)
 _ANOMALIB_IMPORT_WARNINGS = (
     r"Importing from timm\.models\.layers is deprecated",
@@ -22,20 +26,21 @@ _ANOMALIB_IMPORT_WARNINGS = (
 
 
 class _AnomalibModelsFinder:
-    """One-shot meta-path finder that runs the plugin import right after ``anomalib.models``."""
+    """Meta-path finder that registers FEGAN once ``anomalib.models`` is in and no fegan_anomalib import runs."""
+
+    def __init__(self) -> None:
+        self.anomalib_loaded = False
+        self.running = 0  # fegan_anomalib modules whose code is running (nested imports count each)
 
     def find_spec(self, fullname: str, path: object, target: object = None) -> object:
-        if fullname != _TARGET:
+        if fullname != _TARGET and fullname.partition(".")[0] != _PACKAGE:
             return None
-        sys.meta_path.remove(self)
-        from importlib.util import find_spec  # noqa: PLC0415 - only once anomalib is being imported
-
-        spec = find_spec(fullname)
+        spec = self._spec_from_the_other_finders(fullname, path, target)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_then_register(module: object) -> None:
+        def exec_anomalib_models(module: object) -> None:
             import warnings  # noqa: PLC0415
 
             with warnings.catch_warnings():  # anomalib 2.7 warns about its own imports: nothing a user can change
@@ -43,15 +48,42 @@ class _AnomalibModelsFinder:
                     warnings.filterwarnings("ignore", message=message, category=FutureWarning)
                 exec_module(module)
             sys.modules["anomalib"].models = module  # import would bind it only after we return
-            if _PLUGIN in sys.modules:  # importing (or done): the module registers itself at its end
-                return
-            try:
-                __import__(_PLUGIN)
-            except Exception as error:
-                warnings.warn(f"fegan-anomalib could not register FEGAN with anomalib: {error!r}", stacklevel=2)
+            self.anomalib_loaded = True
+            self._register_when_ready()
 
-        spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
+        def exec_fegan_module(module: object) -> None:
+            self.running += 1
+            try:
+                exec_module(module)
+            finally:
+                self.running -= 1
+            self._register_when_ready()
+
+        spec.loader.exec_module = exec_anomalib_models if fullname == _TARGET else exec_fegan_module  # type: ignore[method-assign]
         return spec
+
+    def _spec_from_the_other_finders(self, fullname: str, path: object, target: object) -> object:
+        for finder in list(sys.meta_path):
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+    def _register_when_ready(self) -> None:
+        if not self.anomalib_loaded or self.running or self not in sys.meta_path:
+            return
+        sys.meta_path.remove(self)  # once: what the registration imports loads as usual
+        if _PLUGIN in sys.modules:
+            return
+        try:
+            __import__(_PLUGIN)
+        except Exception as error:
+            import warnings  # noqa: PLC0415
+
+            warnings.warn(f"fegan-anomalib could not register FEGAN with anomalib: {error!r}", stacklevel=2)
 
 
 def install() -> None:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fegan_anomalib.models.fegan.anomaly_map import AnomalyMapGenerator, nearest_distance
+from fegan_anomalib.models.fegan.defaults import DEFAULTS
+from fegan_anomalib.models.fegan.scoring.anomaly_map import AnomalyMapGenerator, residual_map
+from fegan_anomalib.models.fegan.scoring.memory import nearest_distance
+
+# Eq. 6-8 as printed, with no statistic to measure, and plain per-cell whitening where a test asks for it
+PAPER = {"feature_distance": "l2", "component_norm": "none", "mahalanobis_ridge": 0.0}
+
+
+def _generator(**kwargs) -> AnomalyMapGenerator:
+    return AnomalyMapGenerator(**{**PAPER, **kwargs})
 
 
 def _inputs() -> tuple[torch.Tensor, ...]:
-    images = torch.zeros(1, 3, 8, 8)
+    images = torch.full((1, 3, 8, 8), 0.5)  # [0, 1] images: 0 in the decoder's range [-1, 1]
     reconstruction = torch.zeros(1, 3, 8, 8)
     reconstruction[0, :, 0, 0] = 1.0  # R = sqrt(3) at (0, 0), 0 elsewhere
     fen = torch.zeros(1, 4, 2, 2)
@@ -20,7 +29,7 @@ def _inputs() -> tuple[torch.Tensor, ...]:
 
 def test_lambda_one_is_the_feature_map_only_upsampled_cell_centred() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    anomaly_map = AnomalyMapGenerator(feature_map_weight=1.0)(images, reconstruction, fen, encoder)
+    anomaly_map = _generator(feature_map_weight=1.0)(images, reconstruction, fen, encoder)
     # align_corners=False (anomalib's convention): each 4x4 cell's centre carries the cell's value, and
     # the map is flat beyond the outer centres; align_corners=True would already blend at row/column 1
     assert torch.all(anomaly_map[0, :2, :2] == 0.0)
@@ -31,17 +40,17 @@ def test_lambda_one_is_the_feature_map_only_upsampled_cell_centred() -> None:
 
 def test_lambda_zero_is_the_reconstruction_map_and_mix_is_linear() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    residual = AnomalyMapGenerator(feature_map_weight=0.0)(images, reconstruction, fen, encoder)
+    residual = _generator(feature_map_weight=0.0)(images, reconstruction, fen, encoder)
     assert residual[0, 0, 0] == pytest.approx(3**0.5)
     assert residual.sum() == pytest.approx(3**0.5)
-    feature = AnomalyMapGenerator(feature_map_weight=1.0)(images, reconstruction, fen, encoder)
-    mixed = AnomalyMapGenerator(feature_map_weight=0.6)(images, reconstruction, fen, encoder)
+    feature = _generator(feature_map_weight=1.0)(images, reconstruction, fen, encoder)
+    mixed = _generator(feature_map_weight=0.6)(images, reconstruction, fen, encoder)
     torch.testing.assert_close(mixed, 0.6 * feature + 0.4 * residual)
 
 
 def test_train_stats_standardise_each_component() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    generator = AnomalyMapGenerator(feature_map_weight=0.5, component_norm="train_stats")
+    generator = _generator(feature_map_weight=0.5, component_norm="train_stats")
     assert generator.needs_train_stats  # unset (NaN) until measured
     assert torch.isnan(generator(images, reconstruction, fen, encoder)).all()
     generator.set_train_stats(residual=(1.0, 2.0), feature=(3.0, 4.0))
@@ -54,25 +63,35 @@ def test_train_stats_standardise_each_component() -> None:
 
 def test_no_fen_scores_reconstruction_only_and_bad_arguments() -> None:
     images, reconstruction, _, encoder = _inputs()
-    anomaly_map = AnomalyMapGenerator(feature_map_weight=0.0)(images, reconstruction, None, encoder)
+    anomaly_map = _generator(feature_map_weight=0.0)(images, reconstruction, None, encoder)
     assert anomaly_map.max() == pytest.approx(3**0.5)
     with pytest.raises(ValueError, match="component_norm"):
-        AnomalyMapGenerator(component_norm="zscore")
+        _generator(component_norm="zscore")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        AnomalyMapGenerator(feature_map_weight=1.5)
+        _generator(feature_map_weight=1.5)
 
 
 def test_blur_kernel_is_derived_not_saved() -> None:
-    blurred = AnomalyMapGenerator(sigma=4.0)
+    blurred = _generator(sigma=4.0)
     assert not any("blur" in key for key in blurred.state_dict())
     # a generator with another sigma loads the same state: sigma is a scoring option, not a weight
-    AnomalyMapGenerator(sigma=0.0).load_state_dict(blurred.state_dict())
-    AnomalyMapGenerator(sigma=2.0).load_state_dict(AnomalyMapGenerator().state_dict())
+    _generator(sigma=0.0).load_state_dict(blurred.state_dict())
+    _generator(sigma=2.0).load_state_dict(_generator().state_dict())
+
+
+def test_r_is_one_function_of_the_image_in_0_1_and_the_reconstruction_in_minus_1_1() -> None:
+    images = torch.zeros(1, 3, 2, 2)
+    images[0, :, 0, 0] = 1.0  # white: +1 in the decoder's range
+    reconstruction = torch.full((1, 3, 2, 2), -1.0)  # black
+    expected = torch.tensor([[[2 * 3**0.5, 0.0], [0.0, 0.0]]])
+    torch.testing.assert_close(residual_map(images, reconstruction), expected)
+    torch.testing.assert_close(residual_map(images.half(), reconstruction.bfloat16()), expected)  # float32 always
+    assert residual_map(images.half(), reconstruction).dtype == torch.float32
 
 
 def test_mahalanobis_standardises_the_feature_residual_per_cell_and_channel() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    generator = AnomalyMapGenerator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2))
+    generator = _generator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2))
     assert generator.needs_train_stats  # unset (NaN) until measured, even with component_norm="none"
     # two "training" residuals per cell and channel: 1 and 3 (mean 2, std 1), except channel 0 at
     # cell (1, 1): 0 and 4 (mean 2, std 2); the moments are summed batch by batch
@@ -90,7 +109,7 @@ def test_mahalanobis_standardises_the_feature_residual_per_cell_and_channel() ->
 
 
 def test_mahalanobis_floors_a_channel_that_never_varied_and_bad_arguments() -> None:
-    generator = AnomalyMapGenerator(feature_distance="mahalanobis", feature_shape=(2, 1, 1))
+    generator = _generator(feature_distance="mahalanobis", feature_shape=(2, 1, 1))
     moments = torch.zeros(2, 2, 1, 1, dtype=torch.float64)
     moments[1, 1] = 2 * 4.0  # channel 1: residuals -2 and 2 (variance 4); channel 0: always 0
     generator.set_feature_residual_stats(moments, count=2)
@@ -99,30 +118,30 @@ def test_mahalanobis_floors_a_channel_that_never_varied_and_bad_arguments() -> N
     assert inv_std[1] == pytest.approx(0.5)
     assert inv_std[0] == pytest.approx((1e-3 * 2.0) ** -0.5)  # floored at 1e-3 of the mean variance (2)
     with pytest.raises(ValueError, match="feature_shape"):
-        AnomalyMapGenerator(feature_distance="mahalanobis")
+        _generator(feature_distance="mahalanobis")
     with pytest.raises(ValueError, match="feature_distance"):
-        AnomalyMapGenerator(feature_distance="cosine")
+        _generator(feature_distance="cosine")
 
 
 def test_image_score_is_the_max_or_the_mean_of_the_top_share() -> None:
     maps = torch.zeros(2, 10, 10)
     maps[0, 0, :3] = torch.tensor([9.0, 3.0, 3.0])  # one hot pixel
     maps[1, 5, :3] = torch.tensor([5.0, 5.0, 5.0])  # a hot region
-    assert AnomalyMapGenerator(image_score_top_ratio=0.0).image_score(maps).tolist() == [9.0, 5.0]  # Eq. 10
-    top = AnomalyMapGenerator(image_score_top_ratio=0.03).image_score(maps)  # mean of the 3 highest of 100
+    assert _generator(image_score_top_ratio=0.0).image_score(maps).tolist() == [9.0, 5.0]  # Eq. 10
+    top = _generator(image_score_top_ratio=0.03).image_score(maps)  # mean of the 3 highest of 100
     assert top.tolist() == [5.0, 5.0]
     with pytest.raises(ValueError, match="image_score_top_ratio"):
-        AnomalyMapGenerator(image_score_top_ratio=1.0)
+        _generator(image_score_top_ratio=1.0)
 
 
 def test_mahalanobis_ridge_adds_a_share_of_the_mean_variance_and_is_a_scoring_option() -> None:
     images, reconstruction, fen, encoder = _inputs()
-    plain = AnomalyMapGenerator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2))
+    plain = _generator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2))
     train_fen = torch.stack([torch.full((4, 2, 2), 1.0), torch.full((4, 2, 2), 3.0)])
     train_fen[:, 0, 1, 1] = torch.tensor([0.0, 4.0])  # variances: 1 everywhere, 4 at channel 0 of cell (1, 1)
     moments = sum(plain.feature_residual_moments(train_fen[i : i + 1], torch.zeros(1, 4, 2, 2)) for i in range(2))
     plain.set_feature_residual_stats(moments, count=2)
-    ridged = AnomalyMapGenerator(
+    ridged = _generator(
         feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2), mahalanobis_ridge=1.0
     )
     ridged.load_state_dict(plain.state_dict())  # the same stored statistics: the ridge is applied when scoring
@@ -132,7 +151,7 @@ def test_mahalanobis_ridge_adds_a_share_of_the_mean_variance_and_is_a_scoring_op
     assert anomaly_map[0, 0, 0] == pytest.approx((16 / (1 + mean_variance)) ** 0.5)
     assert anomaly_map[0, 0, 0] < plain(images, reconstruction, fen, encoder)[0, 0, 0]
     with pytest.raises(ValueError, match="mahalanobis_ridge"):
-        AnomalyMapGenerator(mahalanobis_ridge=-0.1)
+        _generator(mahalanobis_ridge=-0.1)
 
 
 def test_nearest_distance_is_the_distance_to_the_closest_memory_row_leaving_own_image_out() -> None:
@@ -149,30 +168,88 @@ def test_nearest_distance_is_the_distance_to_the_closest_memory_row_leaving_own_
     assert left_out[7] > 0.1 and torch.all(left_out >= nearest_distance(cells, memory) - 1e-5)
 
 
-def test_nearest_scores_a_cell_by_its_closest_training_cell_wherever_it_sat() -> None:
-    """A training residual seen at one cell is normal at any cell: the memory has no notion of position."""
-    generator = AnomalyMapGenerator(
-        feature_map_weight=1.0, feature_distance="nearest", feature_shape=(4, 2, 2), memory_size=3
-    )
+def _block(grid: int, top: int, pattern: torch.Tensor) -> torch.Tensor:
+    """(1, C, grid, grid) residuals: ``pattern`` (C,) in a 3×3 block of cells from (top, top), 0 elsewhere."""
+    residual = torch.zeros(1, pattern.shape[0], grid, grid)
+    residual[0, :, top : top + 3, top : top + 3] = pattern[:, None, None]
+    return residual
+
+
+@pytest.mark.parametrize("memory_size", [7, 40, 100, 500])
+def test_nearest_scores_a_pattern_as_normal_wherever_it_sat_for_any_memory_that_holds_its_cells(
+    memory_size: int,
+) -> None:
+    """A 10×10 grid, larger than the 3×3 window: a block seen at one place in training is normal at another.
+
+    Every 3×3 window that touches the block lies inside the grid at both places, so each test cell's averaged residual
+    is some training cell's: F is 0 everywhere. The training image has 7 distinct averaged cells (a window overlaps the
+    block in 1, 2, 3, 4, 6 or 9 cells, or not): any memory of at least 7 keeps them all (k-center stops at the 7
+    distinct rows, never repeating one; 100 and 500 keep all 100 cells), one of 5 cannot.
+    """
+    pattern = torch.tensor([3.0, -1.0, 2.0, 0.5])
+    generator = _generator(feature_map_weight=1.0, feature_distance="nearest", feature_shape=(4, 10, 10))
+    generator.memory_size = memory_size
     assert generator.needs_train_stats  # an empty memory: test, predict and export refuse it
-    training = torch.zeros(1, 4, 2, 2)
-    training[0, :, 0, 0] = 3.0  # one distinctive residual, top left
-    kept = generator.set_memory(generator.memory_cells(training, torch.zeros_like(training)))
-    assert generator.memory_bank.shape == (3, 4) and len(kept) == 3  # 4 cells, at most 3 kept (seeded subset)
-    assert not generator.needs_train_stats
-    image = torch.zeros(1, 3, 8, 8)
-    shifted = torch.zeros(1, 4, 2, 2)
-    shifted[0, :, 1, 1] = 3.0  # the same residual, bottom right
-    same = generator(image, image, shifted, torch.zeros_like(shifted))
-    novel = generator(image, image, shifted * 3, torch.zeros_like(shifted))
-    assert same.max() < novel.max()
+    training = _block(10, 2, pattern)
+    generator.set_memory(generator.memory_cells(training, torch.zeros_like(training)), torch.Generator())
+    assert generator.memory_bank.shape == (7 if memory_size < 100 else 100, 4)
+    assert generator.memory_bank.unique(dim=0).shape[0] == 7  # no row twice below 100 (a coreset)
+    image = torch.zeros(1, 3, 40, 40)
+    moved = _block(10, 5, pattern)
+    same = generator(image, image, moved, torch.zeros_like(moved))
+    assert same.abs().max() < 1e-3  # the block moved by 3 cells: normal everywhere
+    novel = generator(image, image, _block(10, 5, 2 * pattern), torch.zeros_like(moved))
+    assert novel.max() > 1.0
+    small = _generator(feature_map_weight=1.0, feature_distance="nearest", feature_shape=(4, 10, 10), memory_size=5)
+    small.set_memory(small.memory_cells(training, torch.zeros_like(training)), torch.Generator())
+    assert small.memory_bank.shape == (5, 4) and small(image, image, moved, torch.zeros_like(moved)).max() > 0.1
     with pytest.raises(ValueError, match="memory_size must be a positive"):
-        AnomalyMapGenerator(feature_distance="nearest", feature_shape=(4, 2, 2), memory_size=0)
+        _generator(feature_distance="nearest", feature_shape=(4, 2, 2), memory_size=0)
+
+
+def test_the_per_cell_half_learns_where_things_are_and_refuses_another_grid() -> None:
+    """The same moved block is abnormal to the per-cell statistics (they learnt where it sat); another grid fails."""
+    generator = _generator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 10, 10))
+    pattern = torch.tensor([3.0, -1.0, 2.0, 0.5])
+    training = torch.cat([_block(10, 2, pattern), _block(10, 2, 1.1 * pattern)])
+    moments = generator.feature_residual_moments(training, torch.zeros_like(training))
+    generator.set_feature_residual_stats(moments, count=2)
+    image = torch.zeros(1, 3, 40, 40)
+    moved = _block(10, 5, pattern)
+    assert generator(image, image, moved, torch.zeros_like(moved)).max() > 10.0
+    with pytest.raises(ValueError, match=r"10x10 tap grid, this input gives 8x8: resize images"):
+        generator(
+            torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 8, 8)
+        )
 
 
 def test_a_measured_memory_loads_into_an_unmeasured_model_of_any_memory_size() -> None:
-    source = AnomalyMapGenerator(feature_distance="nearest", feature_shape=(4, 2, 2))
-    source.set_memory(torch.randn(37, 4))
-    target = AnomalyMapGenerator(feature_distance="nearest", feature_shape=(4, 2, 2))
+    source = _generator(feature_distance="nearest", feature_shape=(4, 2, 2))
+    source.set_memory(torch.randn(37, 4), torch.Generator())
+    target = _generator(feature_distance="nearest", feature_shape=(4, 2, 2), memory_size=8)
     target.load_state_dict(source.state_dict())  # anomalib's DynamicBufferMixin resizes the empty buffer
     assert torch.equal(target.memory_bank, source.memory_bank)
+
+
+def test_reset_statistics_forgets_every_measurement() -> None:
+    generator = _generator(
+        feature_distance="mahalanobis+nearest", feature_shape=(4, 2, 2), component_norm="train_stats"
+    )
+    generator.set_memory(torch.randn(5, 4), torch.Generator())
+    generator.set_feature_residual_stats(torch.ones(2, 4, 2, 2, dtype=torch.float64), count=2)
+    generator.distance_stats.fill_(1.0)
+    generator.set_train_stats((0.0, 1.0), (0.0, 1.0))
+    assert not generator.needs_train_stats
+    generator.reset_statistics()
+    assert generator.needs_train_stats and generator.memory_bank.shape == (0, 4)
+    assert all(torch.isnan(b).all() for n, b in generator.named_buffers() if n != "memory_bank")
+
+
+def test_the_generator_defaults_are_the_settings_table() -> None:
+    generator = AnomalyMapGenerator(feature_shape=(4, 2, 2))
+    for name in ("feature_map_weight", "component_norm", "feature_distance", "image_score_top_ratio"):
+        assert getattr(generator, name) == DEFAULTS[name], name
+    assert (generator.mahalanobis_ridge, generator.memory_size) == (
+        DEFAULTS["mahalanobis_ridge"],
+        DEFAULTS["memory_size"],
+    )

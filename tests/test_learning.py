@@ -28,7 +28,7 @@ from fegan_anomalib.data.planted import PlantedAnomalyDataset
 from fegan_anomalib.metrics import map_aurocs, rank_auroc
 from fegan_anomalib.models.fegan.augmentation import MultiScaleSelfEnhancement
 
-from .conftest import checkpoint_of, markdown_rows
+from .conftest import checkpoint_of
 
 
 class _Records(logging.Handler):
@@ -151,7 +151,9 @@ def test_scoring_options_change_on_a_trained_checkpoint(trained: tuple[Path, str
     checkpoint = checkpoint_of(trained[0])
     plain = Fegan.load_from_checkpoint(checkpoint).model.eval()
     blurred = Fegan.load_from_checkpoint(checkpoint, sigma=4.0).model.eval()
-    feature_only = Fegan.load_from_checkpoint(checkpoint, feature_map_weight=1.0, mahalanobis_ridge=1.0).model.eval()
+    feature_only = Fegan.load_from_checkpoint(checkpoint, feature_map_weight=1.0).model.eval()
+    # the ridge standardises F's halves: its statistics are measured again (at a test's start), never reused
+    assert Fegan.load_from_checkpoint(checkpoint, mahalanobis_ridge=1.0).model.anomaly_map_generator.needs_train_stats
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         first, second = plain(images).anomaly_map, blurred(images).anomaly_map
@@ -247,28 +249,11 @@ def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
     actual = inferencer.predict(images[:4].numpy())
     np.testing.assert_allclose(actual.pred_score.reshape(-1), expected.pred_score.numpy().reshape(-1), atol=1e-4)
     np.testing.assert_allclose(actual.anomaly_map.reshape(4, 32, 32), expected.anomaly_map.numpy(), atol=1e-3)
-    # an L2 model does not take a Mahalanobis checkpoint, and says which argument differs
-    with pytest.raises(ValueError, match=r"feature_distance: checkpoint 'mahalanobis', this model 'l2'"):
-        Fegan.load_from_checkpoint(next(tmp_path.glob("**/weights/lightning/model.ckpt")), feature_distance="l2")
-
-
-def test_feature_distance_benchmark_scores_one_checkpoint_both_ways(
-    trained: tuple[Path, str], synthetic_root: Path
-) -> None:
-    script = Path(__file__).parents[1] / "benchmarks" / "feature_distance.py"
-    arguments = ["--root", str(synthetic_root), "--category", "texture", "--checkpoint", str(checkpoint_of(trained[0]))]
-    result = subprocess.run(
-        [sys.executable, str(script), *arguments],
-        capture_output=True, text=True, check=False, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "texture: 8 training / 8 test images, 32²" in result.stdout
-    rows = {row[0]: [float(cell) for cell in row[1:]] for row in markdown_rows(result.stdout) if row[0] != "F distance"}
-    fen_alone = "FEN alone, whitened (no GAN; F columns)"
-    assert set(rows) == {"l2", "mahalanobis", fen_alone}
-    assert all(len(cells) == 5 for cells in rows.values())
-    assert rows["l2"] != rows["mahalanobis"]  # the distance changes the scores of the same weights
-    assert rows[fen_alone][3:] != rows["mahalanobis"][3:]  # F of the FEN's features is not F of the residual
+    # an L2 model takes a Mahalanobis checkpoint's weights (feature_distance is a scoring setting, not architecture),
+    # without its per-cell statistics: they are not what L2 scores with
+    l2 = Fegan.load_from_checkpoint(next(tmp_path.glob("**/weights/lightning/model.ckpt")), feature_distance="l2")
+    assert l2.rescored == ["feature_distance"] and not hasattr(l2.model.anomaly_map_generator, "feature_residual_mean")
+    assert torch.isnan(l2.model.anomaly_map_generator.feature_stats).all()  # F's statistics measured again at test
 
 
 def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_path: Path) -> None:
@@ -297,23 +282,23 @@ def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_p
     assert Image.open(tmp_path / "out" / "curves.png").size[0] > 400
 
 
-def test_image_score_benchmark_rescores_one_checkpoint_under_every_candidate(
+def test_rescore_benchmark_scores_a_checkpoint_through_the_shipped_path(
     trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
 ) -> None:
-    script = Path(__file__).parents[1] / "benchmarks" / "image_score.py"
+    """benchmarks/rescore.py: the model's own statistics pass at test start, anomalib's evaluator; one row per call."""
+    script = Path(__file__).parents[1] / "benchmarks" / "rescore.py"
     out = tmp_path / "rows.csv"
-    result = subprocess.run(
-        [sys.executable, str(script), "--root", str(synthetic_root), "--category", "texture", "--seed", "0",
-         "--checkpoint", str(checkpoint_of(trained[0])), "--out", str(out), "--cache", str(tmp_path / "sets.pt")],
-        capture_output=True, text=True, check=False, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = {row["candidate"]: row for row in csv.DictReader(out.open())}
-    assert len(rows) == 5 + 5 + 2 + 6 + 5  # L2 variants, ridges, Mahalanobis top 1 % (two), blends, λ; no held-out
-    assert "Mahalanobis ε=0.001, stats held-out" not in rows  # 2 held-out images: too few for per-cell variances
-    for row in rows.values():  # every candidate scored (a NaN map would read nan here)
-        assert not math.isnan(float(row["image_AUROC"])) and not math.isnan(float(row["pixel_AUROC"]))
-    # a scoring change moves the figures it should and no other: λ moves the pixel ranking, the image score does not
-    assert rows["L2, λ=0.1"]["pixel_AUROC"] != rows["L2, λ=0.9"]["pixel_AUROC"]
-    assert rows["L2, top 1 %"]["pixel_AUROC"] == rows["L2 (default)"]["pixel_AUROC"]
-    assert (tmp_path / "sets.pt").is_file()  # the residuals, for rescoring without the model
+    for extra in ([], ["--in-sample"]):
+        result = subprocess.run(
+            [sys.executable, str(script), "--root", str(synthetic_root), "--category", "texture", "--seed", "0",
+             "--checkpoint", str(checkpoint_of(trained[0])), "--out", str(out), *extra],
+            capture_output=True, text=True, check=False, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "measuring the scoring statistics" in result.stdout + result.stderr  # the shipped pass, not a copy
+    rows = list(csv.DictReader(out.open()))
+    assert [json.loads(row["setting"]) for row in rows] == [{}, {"per_cell": "in-sample"}]
+    for row in rows:
+        assert 0.0 <= float(row["image_AUROC"]) <= 1.0 and 0.0 <= float(row["pixel_AUPRO"]) <= 1.0
+        assert float(row["statistics_s"]) > 0
+    assert rows[0]["pixel_AUROC"] != rows[1]["pixel_AUROC"]  # the per-cell half's standardisation moves F

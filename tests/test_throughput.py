@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.models.fegan.fen_cache import FenFeatureCache
-from fegan_anomalib.models.fegan.memory import nearest_distance
+from fegan_anomalib.models.fegan.scoring.memory import nearest_distance
 
 from .conftest import quiet_trainer
 

@@ -1,7 +1,7 @@
 """``fegan-build-data SET SOURCE --out datasets``: the benchmarks' real MVTec-layout sets, from public sources.
 
-Two sets are used in BENCHMARKS.md and ABLATIONS.md. Download the source yourself (a git clone), then
-convert it here; nothing is fetched by this command.
+Two sets are used in BENCHMARKS.md and ABLATIONS.md, a third (``tire``) where parts move. Download the source
+yourself (a git clone), then convert it here; nothing is fetched by this command.
 
 - ``magnetic_tile``: the magnetic-tile surface-defect data set of Huang, Qiu, Yuan ("Surface defect
   saliency of magnetic tile", The Visual Computer 2020), repository ``abin24/Magnetic-tile-defect-datasets.``
@@ -14,6 +14,14 @@ convert it here; nothing is fetched by this command.
   (``tests/assets/anomaly/hazelnut``: train 28, test good 6, colour 17 with masks), a subset of MVTec
   AD *hazelnut* (CC BY-NC-SA 4.0, MVTec Software GmbH: non-commercial evaluation only). ``SOURCE`` is
   the clone or that folder.
+- ``tire``: MVTec 3D-AD *tire* (Bergmann et al., VISAPP 2022; CC BY-NC-SA 4.0, MVTec Software GmbH:
+  non-commercial evaluation only), RGB images and ground truth only, as published in the repository
+  ``yagamieren09/Automated-Defect-Detection-System-using-AI-vision`` (commit bd3a0214, folder
+  ``dataset/mvtec_3d/tire``). ``SOURCE`` is the clone or that folder: ``train/good/rgb/*.png`` go to
+  ``train/good``, ``test/<kind>/rgb/*.png`` to ``test/<kind>``, each defective image with its mask
+  ``test/<kind>/gt/<same name>`` (good test images need none). Depth (``xyz/``) and the ``validation/`` split are
+  not read (train 210 · test good 25 · combined 5 · contamination 28 · cut 27 · hole 27). The set's
+  ``license.txt`` and ``readme.txt`` are copied beside it.
 
 - ``mvtec``: any folder already in MVTec AD layout (``train/good``, ``test/<kind>``, ``ground_truth/<kind>``), such
   as a set this command built; the set is named after the folder. With ``--unaligned`` this is how an unaligned
@@ -48,6 +56,8 @@ from fegan_anomalib.image_io import list_images
 
 MAGNETIC_TILE_KINDS = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
 HAZELNUT_SUBPATH = Path("tests/assets/anomaly/hazelnut")
+TIRE_SUBPATH = Path("dataset/mvtec_3d/tire")
+NOTICES = ("license.txt", "readme.txt")  # copied beside the set when the source has them
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Layout:
 
     images: dict[str, list[Path]] = field(default_factory=dict)  # "train/good", "test/good", "test/<kind>"
     masks: dict[Path, Path] = field(default_factory=dict)
+    notices: list[Path] = field(default_factory=list)  # text files copied as they are beside the set (NOTICES)
 
 
 def _require_folder(folder: Path, what: str) -> list[Path]:
@@ -105,12 +116,42 @@ def mvtec_layout(root: Path) -> Layout:
         masks = masks_by_stem(root / "ground_truth" / kind)
         for image in images:
             layout.masks[image] = _mask_of(image, masks.get(image.stem))
+    layout.notices = _notices(root)
     return layout
+
+
+def tire_layout(source: Path) -> Layout:
+    """Collect MVTec 3D-AD *tire* (RGB only): ``<split>/<kind>/rgb/*.png``, masks ``test/<kind>/gt/<same name>``."""
+    root = source / TIRE_SUBPATH if (source / TIRE_SUBPATH).is_dir() else source
+    layout = Layout()
+    layout.images["train/good"] = _require_folder(root / "train" / "good" / "rgb", "normal training images")
+    layout.images["test/good"] = _require_folder(root / "test" / "good" / "rgb", "normal test images")
+    kinds = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name != "good")
+    if not kinds:
+        msg = (
+            f"Source layout: no defect kinds in {root / 'test'} (test/<kind>/rgb beside test/good). "
+            "Is SOURCE the tire folder of the clone?"
+        )
+        raise FileNotFoundError(msg)
+    for kind in kinds:
+        images = _require_folder(root / "test" / kind / "rgb", f"defective '{kind}' images")
+        layout.images[f"test/{kind}"] = images
+        for image in images:
+            layout.masks[image] = _mask_of(image, root / "test" / kind / "gt" / image.name)
+    layout.notices = _notices(root)
+    return layout
+
+
+def _notices(root: Path) -> list[Path]:
+    return [root / name for name in NOTICES if (root / name).is_file()]
 
 
 def _mask_of(image: Path, mask: Path | None) -> Path:
     if mask is None or not mask.is_file():
-        msg = f"Source layout: defective image {image} has no mask ({mask or 'ground_truth/<kind>/<stem>.png'})."
+        msg = (
+            f"Source layout: defective image {image} has no mask ({mask or 'ground_truth/<kind>/<stem>.png'}). "
+            "Restore the mask from the source's repository, or remove the image."
+        )
         raise FileNotFoundError(msg)
     return mask
 
@@ -160,7 +201,7 @@ def write_layout(layout: Layout, out: Path, size: int, unaligned_seed: int | Non
     """Write the set under ``out`` (which must not hold one yet); return counts per folder and the checksum.
 
     With ``unaligned_seed``, every image and its mask are turned and shifted alike (:func:`unalign`), one draw per
-    image in the order written.
+    image in the order written. The layout's notices are copied beside the set, outside the checksum.
     """
     rng = np.random.default_rng(unaligned_seed) if unaligned_seed is not None else None
     if out.exists() and any(out.iterdir()):
@@ -183,13 +224,15 @@ def write_layout(layout: Layout, out: Path, size: int, unaligned_seed: int | Non
                 image.save(out / relative)
                 digest.update(f"{relative.as_posix()}|{image.mode}|{image.size}|".encode())
                 digest.update(image.tobytes())
+    for notice in layout.notices:
+        (out / notice.name).write_bytes(notice.read_bytes())
     return counts, digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Convert a downloaded source into an MVTec-layout set and print its counts and checksum."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("set", choices=("magnetic_tile", "hazelnut_mini", "mvtec"))
+    parser.add_argument("set", choices=("magnetic_tile", "hazelnut_mini", "tire", "mvtec"))
     parser.add_argument(
         "source", type=Path, help="the downloaded source (a git clone of its repository); for mvtec, the set's folder"
     )
@@ -210,6 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         layout = magnetic_tile_layout(args.source, args.train_normals, args.test_normals, args.seed)
     elif args.set == "hazelnut_mini":
         layout = hazelnut_layout(args.source)
+    elif args.set == "tire":
+        layout = tire_layout(args.source)
     else:
         layout = mvtec_layout(args.source)
     name = f"{name}_unaligned" if args.unaligned else name
@@ -218,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out / name} ({args.size}x{args.size}{', unaligned' if args.unaligned else ''}):")
     for split, count in counts.items():
         print(f"  {split}: {count}" + (" (with masks)" if split.startswith("test/") and split != "test/good" else ""))
+    if layout.notices:
+        print(f"  beside it: {', '.join(p.name for p in layout.notices)}")
     print(f"sha256 of the set (paths and pixels): {digest}")
     print(f"use: --data anomalib.data.MVTecAD --data.root {args.out} --data.category {name}")
 

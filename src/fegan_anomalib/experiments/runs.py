@@ -101,7 +101,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from anomalib.models import get_model  # noqa: PLC0415
     from lightning.pytorch import seed_everything  # noqa: PLC0415
 
-    import fegan_anomalib.models  # noqa: F401, PLC0415 - registers FEGAN and the peers with anomalib
+    import fegan_anomalib.registration  # noqa: F401, PLC0415 - registers FEGAN and the peers with anomalib
 
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)

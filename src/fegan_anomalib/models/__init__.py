@@ -1,8 +1,5 @@
-"""The FEGAN model, registered with anomalib on import (see ``registration``)."""
+"""The FEGAN model. ``fegan_anomalib.registration`` (run by the start-up hook) registers it with anomalib."""
 
 from .fegan import Fegan, FeganModel, MultiScaleSelfEnhancement
-from .registration import register_with_anomalib
-
-register_with_anomalib()
 
 __all__ = ["Fegan", "FeganModel", "MultiScaleSelfEnhancement"]

@@ -1,11 +1,16 @@
-"""FEGAN's default settings of the network and the score, in one place.
+"""FEGAN's settings table: every default of the network and the score, and how a checkpoint records them.
 
-``Fegan`` (the Lightning module) leaves these arguments unset (``None``) in its signature and fills what was not
-given from here, so it can tell an argument a user typed, even at its default value, from one left alone: loading
-a checkpoint, an argument left alone takes the checkpoint's setting, one typed wins (``guards.checkpoint_settings``).
-``FeganModel`` (the torch model) keeps the paper's scoring defaults (relu5_4, L2, no statistics); ``Fegan`` passes it
-every argument.
-The paper's literal reading is ``configs/fegan_mvtec.yaml`` (docs/decisions.md).
+One place: ``Fegan`` (the Lightning module), ``FeganModel`` (the torch model) and ``AnomalyMapGenerator`` take their
+defaults from ``DEFAULTS`` (``tests/test_settings.py`` compares their signatures with it). ``Fegan`` leaves these
+arguments unset (``None``) in its signature and fills what was not given from here, so it can tell an argument a user
+typed, even at its default value, from one left alone: loading a checkpoint, an argument left alone takes the
+checkpoint's setting, one typed wins (``guards.checkpoint_settings``). The paper's literal reading is
+``configs/fegan_mvtec.yaml``; each tag **[A#]** is resolved, with its measurements, in docs/decisions.md.
+
+A new scoring option touches three files: a line in ``DEFAULTS``, ``MODEL_ARGUMENTS`` and ``SCORING_SETTINGS`` here
+(and in ``STATISTICS_SETTINGS`` if the statistics depend on it), the argument of ``AnomalyMapGenerator`` that uses it
+(``scoring/anomaly_map.py``), and the argument of ``Fegan`` that surfaces it (``lightning_model.py``); ``FeganModel``
+passes every scoring argument through.
 """
 
 from __future__ import annotations
@@ -30,3 +35,43 @@ DEFAULTS: dict[str, Any] = {
     "memory_size": 4096,  # [A7c]
     "channels_last": True,
 }
+
+# the Fegan arguments that build FeganModel: a checkpoint supplies those a command line left at their defaults
+MODEL_ARGUMENTS = (
+    "image_size",
+    "backbone",
+    "tap",
+    "pre_trained",
+    "weights",
+    "encoder_init",
+    "encoder_batchnorm",
+    "use_discriminator",
+    "use_fen",
+    "feature_map_weight",
+    "component_norm",
+    "sigma",
+    "feature_distance",
+    "image_score_top_ratio",
+    "mahalanobis_ridge",
+    "memory_size",
+    "channels_last",
+)
+# on_save_checkpoint records these under ARCHITECTURE_KEY: they shape the weights, so a checkpoint of other values
+# cannot load (Lightning overwrites the saved hyper-parameters with load_from_checkpoint's arguments, the record not)
+ARCHITECTURE_KEY = "fegan_architecture"
+ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen")
+# the scoring settings, recorded under SCORING_KEY: a checkpoint loaded with other values keeps its weights, and a test
+# or predict re-learns its thresholds; its statistics are measured again if they depend on one (STATISTICS_SETTINGS)
+SCORING_KEY = "fegan_scoring"
+SCORING_SETTINGS = (
+    "feature_map_weight",
+    "component_norm",
+    "sigma",
+    "feature_distance",
+    "image_score_top_ratio",
+    "mahalanobis_ridge",
+    "memory_size",
+)
+STATISTICS_SETTINGS = ("component_norm", "feature_distance", "mahalanobis_ridge", "memory_size")
+# what a checkpoint written before an argument existed scored with: its value then (0.3's defaults differ)
+UNRECORDED_SETTINGS = {"feature_distance": "l2", "mahalanobis_ridge": 0.0}

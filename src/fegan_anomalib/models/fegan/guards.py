@@ -13,44 +13,36 @@ from typing import Any
 
 import torch
 from anomalib.post_processing import PostProcessor
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
+from .defaults import (
+    ARCHITECTURE_FIELDS,
+    ARCHITECTURE_KEY,
+    MODEL_ARGUMENTS,
+    SCORING_KEY,
+    SCORING_SETTINGS,
+    STATISTICS_SETTINGS,
+    UNRECORDED_SETTINGS,
+)
 from .renamed import rename_in_place
 
 logger = logging.getLogger(__name__)
 
 # the ONNX opset the exporter of torch 2.14 builds natively (to_onnx)
 ONNX_OPSET = 18
-# on_save_checkpoint records these constructor arguments under ARCHITECTURE_KEY: they shape the weights
-ARCHITECTURE_KEY = "fegan_architecture"
-ARCHITECTURE_FIELDS = ("backbone", "tap", "image_size", "use_discriminator", "use_fen", "feature_distance")
-# what a checkpoint written before a field was recorded had: its value then
-ARCHITECTURE_DEFAULTS = {"feature_distance": "l2"}
-# what a checkpoint written before an argument existed scored with: its value then (0.3's defaults differ)
-UNRECORDED_SETTINGS = {**ARCHITECTURE_DEFAULTS, "mahalanobis_ridge": 0.0}
 # 0.2's values of the deprecated collapse arguments: every 0.2 checkpoint carries them, nobody chose them
 COLLAPSE_DEFAULTS_0_2 = (1e-4, 20)
-# the Fegan arguments that build FeganModel: a checkpoint supplies those a command line left at their defaults
-MODEL_ARGUMENTS = (
-    "image_size",
-    "backbone",
-    "tap",
-    "pre_trained",
-    "weights",
-    "encoder_init",
-    "encoder_batchnorm",
-    "use_discriminator",
-    "use_fen",
-    "feature_map_weight",
-    "component_norm",
-    "sigma",
-    "feature_distance",
-    "image_score_top_ratio",
-    "mahalanobis_ridge",
-    "memory_size",
-    "channels_last",
+# warnings FEGAN's fit, test and predict trigger in Lightning that a user can do nothing about, silenced for that
+# stage only (setup to teardown)
+QUIET_STAGE = (
+    # the frozen FEN and frozen BatchNorm layers are in eval mode by design; Lightning warns about any such module
+    (PossibleUserWarning, r"Found \d+ module\(s\) in eval mode"),
+    # Lightning 2.6's own use of a pytree API that torch 2.14 deprecates (lightning/pytorch/utilities/_pytree.py)
+    (Warning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
 )
+# the statistics buffers of the score: a checkpoint's are dropped when a statistics setting differs from its own
+STATISTICS_PREFIX = "model.anomaly_map_generator."
 
 
 def check_arguments(input_size: tuple[int, int] | None, image_size: tuple[int, int], max_epochs: int | None) -> None:
@@ -114,25 +106,12 @@ def check_train_stats(anomaly_map_generator: nn.Module, action: str) -> None:
         )
         msg = (
             f"Cannot {action}: this FEGAN scores with training statistics ({which}) that were never measured "
-            "(a fit measures them on its training images before each validation and when it ends). Load the "
-            "checkpoint of a finished fit (`--ckpt_path <run>/weights/lightning/model.ckpt`), or use "
+            "(a fit measures them on its training images; a test or predict measures them when its datamodule has "
+            "training images). Load the checkpoint of a finished fit "
+            "(`--ckpt_path <run>/weights/lightning/model.ckpt`) with a datamodule of its training images, or use "
             "`--model.component_norm none --model.feature_distance l2`."
         )
         raise RuntimeError(msg)
-
-
-class RequireTrainStats(Callback):
-    """Refuse to test or predict with ``component_norm="train_stats"`` statistics that were never measured."""
-
-    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Check before the first test batch."""
-        del trainer
-        check_train_stats(pl_module.model.anomaly_map_generator, "test")
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Check before the first predict batch."""
-        del trainer
-        check_train_stats(pl_module.model.anomaly_map_generator, "predict")
 
 
 def check_exportable(post_processor: Any, anomaly_map_generator: nn.Module) -> None:
@@ -197,7 +176,7 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], own: dict[str, torch.Tenso
     if architecture is None:
         which = "a checkpoint from before fegan-anomalib recorded its architecture"
     else:
-        recorded = {name: architecture.get(name, ARCHITECTURE_DEFAULTS.get(name)) for name in ARCHITECTURE_FIELDS}
+        recorded = {name: architecture.get(name) for name in ARCHITECTURE_FIELDS}
         differing = [
             f"{name}: checkpoint {value!r}, this model {hparams.get(name)!r}"
             for name, value in recorded.items()
@@ -234,12 +213,35 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], giv
     if "backbone" not in saved:
         return {}
     rename_in_place(saved, checkpoint=True)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
-    saved = {**UNRECORDED_SETTINGS, **saved}  # e.g. written before feature_distance existed: it was L2
+    saved = {**UNRECORDED_SETTINGS, **saved, **checkpoint.get(SCORING_KEY, {})}  # unrecorded: its value then
     return {
         name: saved[name]
         for name in MODEL_ARGUMENTS
         if name in saved and name not in given and _same(saved[name]) != _same(hparams.get(name))
     }
+
+
+def scoring_changes(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> list[str]:
+    """Return the scoring settings of ``hparams`` that differ from those the checkpoint's statistics were measured with.
+
+    From the record ``on_save_checkpoint`` writes (Lightning overwrites the saved hyper-parameters with
+    ``load_from_checkpoint``'s arguments); a checkpoint written before it: its hyper-parameters. Empty for a checkpoint
+    that is not FEGAN's.
+    """
+    saved = dict(checkpoint.get("hyper_parameters", {}))
+    if "backbone" not in saved:
+        return []
+    rename_in_place(saved, checkpoint=True)
+    recorded = {**UNRECORDED_SETTINGS, **saved, **checkpoint.get(SCORING_KEY, {})}
+    return [name for name in SCORING_SETTINGS if name in recorded and _same(recorded[name]) != _same(hparams.get(name))]
+
+
+def drop_statistics(checkpoint: dict[str, Any], own: dict[str, torch.Tensor]) -> None:
+    """Replace the checkpoint's score statistics with the model's unmeasured ones (NaN, an empty memory)."""
+    state = checkpoint.get("state_dict", {})
+    for key in [key for key in state if key.startswith(STATISTICS_PREFIX)]:
+        del state[key]
+    state.update({key: value for key, value in own.items() if key.startswith(STATISTICS_PREFIX)})
 
 
 def _same(value: Any) -> Any:
@@ -259,9 +261,14 @@ class CheckpointGuards:
     """
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Record the arguments that shape the weights, for a precise error when a checkpoint does not fit."""
+        """Record the settings that shape the weights and the score; never save weights stepped with a NaN loss.
+
+        Every pending loss check is read first (``FiniteLosses``), so no checkpoint holds a diverged step's weights.
+        """
+        self.finite_losses.check()
         super().on_save_checkpoint(checkpoint)
         checkpoint[ARCHITECTURE_KEY] = {name: self.hparams.get(name) for name in ARCHITECTURE_FIELDS}
+        checkpoint[SCORING_KEY] = {name: self.hparams.get(name) for name in SCORING_SETTINGS}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take the checkpoint's settings for arguments left at their defaults; refuse one that does not fit."""
@@ -278,6 +285,10 @@ class CheckpointGuards:
                 self.pre_processor.transform = resized.transform
                 self.pre_processor.export_transform = resized.export_transform
             check_arguments(self.input_size, self.model.image_size, self.max_epochs)  # a custom pre-processor
+        self.rescored = scoring_changes(checkpoint, self.hparams)  # a test re-learns thresholds for them
+        if set(self.rescored) & set(STATISTICS_SETTINGS):  # measured again when a test or predict starts
+            logger.info("FEGAN: %s differ from the checkpoint's: its statistics are measured again", self.rescored)
+            drop_statistics(checkpoint, self.state_dict())
         check_checkpoint_fits(checkpoint, self.state_dict(), self.hparams)
         super().on_load_checkpoint(checkpoint)
 
@@ -307,7 +318,7 @@ def warn_collapse_arguments(threshold: float | None, steps: int | None) -> None:
     (the default) never reads D's logit, and the non-saturating BCE's gradient at the logit, σ(l) − 1, is largest
     when D is sure G(x̃) is fake. At the project's budgets it never fired (D's lowest epoch mean: 0.003 in the demo,
     ≥ 0.02 on magnetic_tile, against its 1e-4 threshold), and re-initialising left D's BatchNorm statistics behind.
-    A diverged run is stopped by :func:`check_finite` instead.
+    A diverged run is stopped by :class:`FiniteLosses` instead.
     """
     if (threshold, steps) == COLLAPSE_DEFAULTS_0_2:  # a 0.2 checkpoint's hyper-parameters: nothing to tell
         return
@@ -320,4 +331,39 @@ def warn_collapse_arguments(threshold: float | None, steps: int | None) -> None:
             "neither adversarial loss loses its gradient when D is confident). Drop the argument.",
             FutureWarning,
             stacklevel=3,
+        )
+
+
+class QuietStages:
+    """Silence, from a stage's setup to its teardown, the third-party warnings of ``QUIET_STAGE``: a mixin of ``Fegan``.
+
+    They are about what FEGAN does by design, so a user can do nothing about them; the process gets its filters back.
+    """
+
+    _quiet_stage: warnings.catch_warnings | None = None
+
+    def setup(self, stage: str) -> None:
+        """Silence two third-party warnings about what FEGAN does by design, until the stage's teardown."""
+        super().setup(stage)
+        if self._quiet_stage is None:
+            self._quiet_stage = warnings.catch_warnings()
+            self._quiet_stage.__enter__()
+            for category, message in QUIET_STAGE:
+                warnings.filterwarnings("ignore", message=message, category=category)
+
+    def teardown(self, stage: str) -> None:
+        """Give the process its warning filters back after the stage."""
+        super().teardown(stage)
+        if self._quiet_stage is not None:
+            self._quiet_stage.__exit__(None, None, None)
+            self._quiet_stage = None
+
+
+def log_encoder_source(encoder_init: str, has_fen_source: bool) -> None:
+    """Say that a pre-trained-style encoder copies a random FEN (no weights given), which the CPU demo does."""
+    if encoder_init == "pretrained" and not has_fen_source:
+        logger.info(
+            "FEGAN: encoder_init='pretrained' copies the FEN into the encoder; with pre_trained=false and no "
+            "weights file the FEN keeps its random initialisation, so the encoder starts as a copy of that random "
+            "network (what the CPU demo does). Give --model.weights or pre_trained=true for a pre-trained start."
         )

@@ -25,15 +25,15 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from .anomaly_map import AnomalyMapGenerator
 from .backbone import ENCODER_BATCHNORMS, build_encoder, build_fen, tap_stride, tap_stride_and_channels
 from .defaults import DEFAULTS
+from .scoring.anomaly_map import AnomalyMapGenerator, to_gan_range
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -152,41 +152,31 @@ class FeganModel(nn.Module):
     returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
     ``pred_score`` its per-image max (Eq. 10) or top-share mean (**[A8b]**), raw, not min-max normalised **[A8]**.
 
-    **Its defaults are the paper's scoring, not the product's** (``relu5_4``, Eq. 6's L2, no statistics), which scores
-    without fitted statistics; two measured departures stay on here too (the top-1 % image score **[A8b]** and the
-    encoder's frozen BatchNorm), so ``image_score_top_ratio=0`` gives Eq. 10 as printed; the product's defaults
-    (``defaults.DEFAULTS``: block 4's tap, ``train_stats``, the position-free score) are
-    :class:`~fegan_anomalib.Fegan`'s, which passes every argument and measures the statistics those scores need during
-    fit (``statistics.measure_scoring_statistics``).
+    Every default is ``defaults.DEFAULTS``'s, the product's (the paper's reading is ``configs/fegan_mvtec.yaml``). A
+    score that uses training statistics (every ``feature_distance`` but ``"l2"``, ``component_norm="train_stats"``)
+    needs them measured first: ``scoring.statistics.measure_statistics``, which :class:`~fegan_anomalib.Fegan` runs
+    during fit and when a test starts without them.
 
     Args:
         image_size: (H, W) of the model input; both must be multiples of the tap's stride.
-        backbone: torchvision VGG. Defaults to ``"vgg19"``.
-        tap: FEN/encoder cut **[A1]**. Defaults to ``"relu5_4"``.
-        pre_trained: torchvision ImageNet weights for the FEN, read by :meth:`load_fen_weights`. Defaults to ``True``.
+        backbone: torchvision VGG.
+        tap: FEN/encoder cut **[A1]** **[A1b]**.
+        pre_trained: torchvision ImageNet weights for the FEN, read by :meth:`load_fen_weights`.
         weights: local torchvision-keyed state dict for the FEN (overrides ``pre_trained``), read likewise.
         encoder_init: ``"pretrained"`` (copy of the FEN, also when :meth:`load_fen_weights` loads it) or
             ``"random"`` **[A2]**.
-        encoder_batchnorm: ``"frozen"`` (default): the encoder's BatchNorm layers (``_bn`` backbones) keep
+        encoder_batchnorm: ``"frozen"``: the encoder's BatchNorm layers (``_bn`` backbones) keep
             the statistics they were built with (the FEN's, or 0/1 for a random encoder); ``"train"``: they
             use batch statistics in training and update their running statistics.
-        use_discriminator: build the discriminator (Table 7). Defaults to ``True``.
-        use_fen: use the FEN branch in loss and score (Table 7). Defaults to ``True``.
-        feature_map_weight: λ of Eq. 8. Defaults to ``0.6``.
-        component_norm: ``"none"`` or ``"train_stats"`` **[A7]**.
-        sigma: Gaussian smoothing of the map, ``0`` for none (the paper's).
-        feature_distance: ``"l2"`` (Eq. 6), ``"mahalanobis"`` per tap cell **[A7b]**, ``"nearest"`` or
-            ``"mahalanobis+nearest"`` **[A7c]**.
-        image_score_top_ratio: image score = mean of this share of the map's top pixels (default 1 %); ``0``: the
-            max **[A8b]**.
-        mahalanobis_ridge: with ``"mahalanobis"`` in ``feature_distance``, ``sqrt(var + ridge·mean(var))`` as the
-            divisor **[A7b]**.
-        memory_size: with ``"nearest"``, the most training cells its memory keeps **[A7c]**.
+        use_discriminator: build the discriminator (Table 7).
+        use_fen: use the FEN branch in loss and score (Table 7).
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
-            faster on CPU (same results up to float rounding; benchmarks/inference.py). Defaults to ``True``.
+            faster on CPU (same results up to float rounding; benchmarks/inference.py).
+        **scoring: :class:`AnomalyMapGenerator`'s arguments (``defaults.SCORING_SETTINGS``: λ, ``component_norm``,
+            ``sigma``, ``feature_distance``, ``image_score_top_ratio``, ``mahalanobis_ridge``, ``memory_size``).
 
     Example:
-        >>> model = FeganModel((64, 64), pre_trained=False).eval()
+        >>> model = FeganModel((64, 64), pre_trained=False, feature_distance="l2", component_norm="none").eval()
         >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
         torch.Size([2, 64, 64])
 
@@ -194,23 +184,17 @@ class FeganModel(nn.Module):
 
     def __init__(
         self,
-        image_size: tuple[int, int] = (256, 256),
-        backbone: str = "vgg19",
-        tap: str = "relu5_4",
-        pre_trained: bool = True,
+        image_size: tuple[int, int] = (DEFAULTS["image_size"],) * 2,
+        backbone: str = DEFAULTS["backbone"],
+        tap: str = DEFAULTS["tap"],
+        pre_trained: bool = DEFAULTS["pre_trained"],
         weights: str | Path | None = None,
-        encoder_init: str = "pretrained",
-        encoder_batchnorm: str = "frozen",
-        use_discriminator: bool = True,
-        use_fen: bool = True,
-        feature_map_weight: float = 0.6,
-        component_norm: str = "none",
-        sigma: float = 0.0,
-        feature_distance: str = "l2",
-        image_score_top_ratio: float = 0.01,
-        mahalanobis_ridge: float = 0.0,
-        memory_size: int = DEFAULTS["memory_size"],
-        channels_last: bool = True,
+        encoder_init: str = DEFAULTS["encoder_init"],
+        encoder_batchnorm: str = DEFAULTS["encoder_batchnorm"],
+        use_discriminator: bool = DEFAULTS["use_discriminator"],
+        use_fen: bool = DEFAULTS["use_fen"],
+        channels_last: bool = DEFAULTS["channels_last"],
+        **scoring: Any,
     ) -> None:
         super().__init__()
         if encoder_batchnorm not in ENCODER_BATCHNORMS:
@@ -240,16 +224,10 @@ class FeganModel(nn.Module):
         fen_stride, channels = tap_stride_and_channels(self.fen)
         self.decoder = Decoder(channels, int(math.log2(fen_stride)))
         self.discriminator = Discriminator(tuple(image_size)) if use_discriminator else None
-        self.anomaly_map_generator = AnomalyMapGenerator(
-            feature_map_weight=feature_map_weight if use_fen else 0.0,
-            component_norm=component_norm,
-            sigma=sigma,
-            feature_distance=feature_distance if use_fen else "l2",
-            feature_shape=(channels, image_size[0] // fen_stride, image_size[1] // fen_stride),
-            image_score_top_ratio=image_score_top_ratio,
-            mahalanobis_ridge=mahalanobis_ridge,
-            memory_size=memory_size,
-        )
+        if not use_fen:  # R alone: no F to weigh or measure
+            scoring = {**scoring, "feature_map_weight": 0.0, "feature_distance": "l2"}
+        feature_shape = (channels, image_size[0] // fen_stride, image_size[1] // fen_stride)
+        self.anomaly_map_generator = AnomalyMapGenerator(feature_shape=feature_shape, **scoring)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if channels_last:  # a convolution with channels-last weights runs channels-last, whatever its input
@@ -300,10 +278,7 @@ class FeganModel(nn.Module):
         """ImageNet-normalise [0, 1] images for the FEN and the encoder **[A5]**."""
         return (images - self.mean) / self.std
 
-    @staticmethod
-    def to_gan_range(images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images to the decoder's Tanh range [-1, 1], where L_con and R compare them."""
-        return images * 2 - 1
+    to_gan_range = staticmethod(to_gan_range)
 
     @staticmethod
     def from_gan_range(images: torch.Tensor) -> torch.Tensor:
@@ -355,7 +330,7 @@ class FeganModel(nn.Module):
             fen_features = self.fen_features(images)
         fen_features = fen_features if self.use_fen else None
         residual, feature = self.anomaly_map_generator.components(
-            self.to_gan_range(images), reconstruction, fen_features, encoder_features
+            images, reconstruction, fen_features, encoder_features
         )
         return ComponentMaps(residual, feature, reconstruction)
 

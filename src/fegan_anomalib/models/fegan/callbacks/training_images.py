@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from PIL import Image
 
+from ..scoring.anomaly_map import residual_map
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,7 +80,7 @@ class TrainingImages(Callback):
                 residual, feature, reconstruction = model.component_maps(augmented)
             else:  # no FEN, or F's statistics not measured yet (no validation so far): R alone, F's tile blank
                 _, reconstruction = model.generate(augmented)
-                residual = torch.linalg.vector_norm(model.to_gan_range(augmented) - reconstruction.float(), dim=1)
+                residual = residual_map(augmented, reconstruction)
                 feature = torch.zeros_like(residual)
         colormap = mpl.colormaps["jet"]
 

@@ -4,14 +4,14 @@ F of a cell is the distance of its residual θ*(x) − θ(x) (averaged with its 
 residual of any cell of the normal training images: no statistic belongs to a position, so a part turned or
 shifted between images scores as it would in place (PatchCore's idea, on FEGAN's own signal). The memory holds
 at most ``memory_size`` training cells, chosen by k-center greedy: each next cell is the one farthest from those
-already kept, so rare normal patterns stay covered (on magnetic_tile, 128², 1,024 cells by k-center scored image
-AUROC 0.855 where 1,024 random cells scored 0.788 and all 81,920 cells 0.875; BENCHMARKS.md, "Unaligned parts").
+already kept, so rare normal patterns stay covered where a random subset drops them (measured in BENCHMARKS.md,
+"The memory: size, coreset, cost").
 
 Why not anomalib's ``KCenterGreedy`` (PatchCore's): it forms the full (cells × dims) difference for every centre it adds
-(31 ms per centre for 81,920 cells on a 2-core CPU, 2 minutes for 4,096 centres; this one: 4 s), prints a progress bar
-per call and draws its first centre and projection from the global random state, which a validation inside a fit must
-not touch. The same algorithm here keeps the squared norms and adds one matrix-vector product per centre (about 1 ms on
-that CPU), on a seeded Gaussian projection to 128 dimensions.
+(minutes for a 4,096-row memory on a 2-core CPU; ``benchmarks/kcenter_time.py``), prints a progress bar per call and
+draws its first centre and projection from the global random state, which a validation inside a fit must not touch.
+The same algorithm here keeps the squared norms and adds one matrix-vector product per centre, on a seeded Gaussian
+projection to 128 dimensions.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def neighbourhood(cells: torch.Tensor) -> torch.Tensor:
 def k_center_greedy(rows: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """Choose ``size`` rows of ``rows`` (N, C), each next the farthest from those chosen; return their indices.
 
-    All of them when N <= size.
+    All of them when N <= size; fewer than ``size`` when every row is already at distance 0 of a chosen one (fewer
+    distinct rows than ``size``: a further pick would repeat a row).
 
     Distances in a seeded Gaussian projection to ``PROJECTION_DIMS`` dimensions; the first row is drawn from
     ``generator``. Sorted, so the memory keeps the rows' order.
@@ -79,9 +80,16 @@ def k_center_greedy(rows: torch.Tensor, size: int, generator: torch.Generator) -
     chosen = torch.empty(size, dtype=torch.long, device=rows.device)
     chosen[0] = int(torch.randint(count, (), generator=generator))
     nearest = torch.full((count,), float("inf"), device=rows.device)
+    nearest[chosen[0]] = 0.0
+    # ‖p‖² − 2p·c + ‖c‖² leaves a row equal to a chosen one at a rounding distance, not 0: below this, check exactly
+    rounding = 1e-3 * float(squared.max())
     for index in range(1, size):
         centre = points[chosen[index - 1]]
         distance = squared - 2 * (points @ centre) + centre.square().sum()
         torch.minimum(nearest, distance, out=nearest)
-        chosen[index] = nearest.argmax()
+        farthest = nearest.argmax()
+        if nearest[farthest] <= rounding and (points[chosen[:index]] - points[farthest]).square().sum(1).min() == 0:
+            return chosen[:index].sort().values.cpu()  # every row equals a chosen one: a further pick would repeat one
+        chosen[index] = farthest
+        nearest[farthest] = 0.0
     return chosen.sort().values.cpu()

@@ -1,0 +1,152 @@
+"""Rescoring a checkpoint with another scoring setting equals fitting with it from the same weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+
+from fegan_anomalib import Fegan
+from fegan_anomalib.models.fegan.scoring.statistics import MEMORY_SEED, CleanBatch, measure_statistics
+
+from .conftest import TINY, anomalib_cli, checkpoint_of, cli_data
+
+SMALL = {"image_size": 32, "pre_trained": False, "memory_size": 40, "visualizer": False, "max_epochs": 1}
+METRICS = ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO")
+
+
+def _datamodule(root: Path) -> MVTecAD:
+    return MVTecAD(root=root, category="texture", train_batch_size=4, eval_batch_size=4, num_workers=0, seed=0)
+
+
+def _fit_and_test(root: Path, folder: Path, **settings: Any) -> tuple[Fegan, dict[str, float], Path]:
+    """Fit one epoch (seed 0) with ``settings``, test; the networks' weights do not depend on the scoring."""
+    seed_everything(0)
+    model = Fegan(**{**SMALL, **settings})
+    engine = Engine(default_root_dir=folder, logger=False, enable_progress_bar=False)
+    datamodule = _datamodule(root)
+    engine.fit(model, datamodule=datamodule)
+    (metrics,) = engine.test(model, datamodule=datamodule)
+    (checkpoint,) = folder.rglob("model.ckpt")
+    return model, metrics, checkpoint
+
+
+@pytest.fixture(scope="module")
+def default_fit(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Fegan, dict[str, float], Path]:
+    return _fit_and_test(synthetic_root, tmp_path_factory.mktemp("default"))
+
+
+def _statistics(model: Fegan) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in model.model.anomaly_map_generator.state_dict().items() if "blur" not in k}
+
+
+OPTIONS = [
+    {"feature_distance": "nearest"},
+    {"feature_distance": "mahalanobis"},
+    {"feature_distance": "l2"},
+    {"mahalanobis_ridge": 0.0},
+    {"memory_size": 8},
+    {"feature_map_weight": 0.5},
+]
+
+
+def _training_batches(model: Fegan, datamodule: MVTecAD) -> list[CleanBatch]:
+    """The datamodule's training images, pre-processed, in dataset order, each under its id (its seeded place)."""
+    dataset = datamodule.train_data
+    place = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(MEMORY_SEED)).argsort()
+    batches = []
+    for start in range(0, len(dataset), 3):
+        indices = list(range(start, min(start + 3, len(dataset))))
+        batch = dataset.collate_fn([dataset[i] for i in indices])
+        batches.append(CleanBatch(model.pre_processor.transform(batch.image), None, place[indices]))
+    return batches
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_rescoring_a_checkpoint_measures_what_the_setting_needs_from_the_checkpoints_weights(
+    option: dict[str, Any],
+    default_fit: tuple[Fegan, dict[str, float], Path],
+    synthetic_root: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`anomalib test` of a checkpoint with another setting: the statistics of that setting, on the same weights.
+
+    The reference is a model of that setting with the checkpoint's networks, its statistics measured directly on the
+    datamodule's training images; a whole fit with the setting is compared in the test below (memory_size).
+    """
+    checkpoint = default_fit[2]
+    rescored = Fegan.load_from_checkpoint(checkpoint, **option, visualizer=False)
+    datamodule = _datamodule(synthetic_root)
+    datamodule.setup()
+    with caplog.at_level("INFO"):
+        (metrics,) = Engine(default_root_dir=tmp_path, logger=False).test(rescored, datamodule=datamodule)
+    measured = [r.message for r in caplog.records if "measuring the scoring statistics" in r.message]
+    assert len(measured) == (0 if "feature_map_weight" in option else 1), measured
+    assert any("thresholds re-learnt" in r.message for r in caplog.records)  # the checkpoint's are another scale's
+    assert all(0.0 <= metrics[name] <= 1.0 for name in METRICS)
+    reference = Fegan(**{**SMALL, **option})
+    networks = {
+        k: v for k, v in torch.load(checkpoint, weights_only=False)["state_dict"].items() if "anomaly_map" not in k
+    }
+    reference.load_state_dict(networks, strict=False)
+    if option.get("feature_map_weight"):  # λ needs no statistic: the checkpoint's stand
+        reference.model.anomaly_map_generator.load_state_dict(default_fit[0].model.anomaly_map_generator.state_dict())
+    else:
+        measure_statistics(reference.model, _training_batches(reference, datamodule))
+    expected = _statistics(reference)
+    assert set(_statistics(rescored)) == set(expected)
+    for key, value in _statistics(rescored).items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-4, atol=1e-5, equal_nan=True, msg=key)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            rescored.model.eval()(images).anomaly_map, reference.model.eval()(images).anomaly_map
+        )
+
+
+def test_rescoring_with_another_memory_equals_fitting_with_it(
+    default_fit: tuple[Fegan, dict[str, float], Path], synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The memory_size typed at test time was once silently ignored: now its figures are a fit's with that memory."""
+    default, _, checkpoint = default_fit
+    fitted, fitted_metrics, _ = _fit_and_test(synthetic_root, tmp_path / "fitted", memory_size=8)
+    for key, value in default.model.encoder.state_dict().items():  # the same weights: scoring never steers training
+        torch.testing.assert_close(fitted.model.encoder.state_dict()[key], value, rtol=0, atol=0)
+    rescored = Fegan.load_from_checkpoint(checkpoint, memory_size=8, visualizer=False)
+    (metrics,) = Engine(default_root_dir=tmp_path / "rescored", logger=False).test(
+        rescored, datamodule=_datamodule(synthetic_root)
+    )
+    assert rescored.model.anomaly_map_generator.memory_bank.shape[0] == 8  # not the checkpoint's 40
+    for key, value in _statistics(rescored).items():
+        torch.testing.assert_close(value, _statistics(fitted)[key], rtol=1e-4, atol=1e-5, msg=key)
+    for name in METRICS:
+        assert metrics[name] == pytest.approx(fitted_metrics[name], abs=1e-4), name
+
+
+def test_a_rescoring_that_cannot_be_measured_is_refused_naming_the_setting(
+    default_fit: tuple[Fegan, dict[str, float], Path],
+) -> None:
+    """Export has no training images: a checkpoint loaded with another memory refuses to export, never exports 40."""
+    rescored = Fegan.load_from_checkpoint(default_fit[2], memory_size=8, visualizer=False)
+    with pytest.raises(RuntimeError, match=r"Cannot export: .*feature_distance='mahalanobis\+nearest'.*never measured"):
+        rescored.to_torch(export_root=Path("unused"))
+
+
+def test_the_readme_rescoring_command_works_on_a_cli_checkpoint(
+    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
+) -> None:
+    """README, "Choosing a setting": `anomalib test --ckpt_path CKPT --model.feature_distance nearest` rescores."""
+    tested = anomalib_cli(
+        "test", "--model", "FEGAN", *TINY, "--ckpt_path", str(checkpoint_of(trained[0])),
+        "--model.feature_distance", "nearest", "--model.memory_size", "16", *cli_data(synthetic_root), cwd=tmp_path,
+    )  # fmt: skip
+    output = tested.stdout + tested.stderr
+    assert tested.returncode == 0, output[-3000:]
+    assert "measuring the scoring statistics (component_norm=train_stats, feature_distance=nearest" in output
+    assert "memory_size=16" in output and "pixel_AUROC" in output
