@@ -61,19 +61,24 @@ def test_padim_takes_the_vgg16_bn_weights_file(vgg16_bn_weights: Path) -> None:
         BenchPadim(max_epochs=3, pre_trained=False)
 
 
-def test_patchcore_takes_the_vgg16_bn_weights_file(vgg16_bn_weights: Path) -> None:
+def test_patchcore_takes_the_vgg16_bn_weights_file_at_its_middle_or_late_stages(vgg16_bn_weights: Path) -> None:
     model = BenchPatchcore(image_size=32, pre_trained=False, weights=str(vgg16_bn_weights))
     extractor = model.model.feature_extractor
-    assert list(extractor.out_dims) == [512, 512]
+    assert list(extractor.out_dims) == [256, 512]  # relu3_3, relu4_3: PatchCore's middle stages, the default
     first_conv = next(p for n, p in extractor.named_parameters() if n.endswith("weight"))
     assert torch.equal(first_conv, torch.load(vgg16_bn_weights)["features.0.weight"])
     features = extractor(torch.rand(1, 3, 32, 32))
-    assert [f.shape[-1] for f in features.values()] == [4, 2]  # strides 8, 16
+    assert [f.shape[-1] for f in features.values()] == [8, 4]  # strides 4, 8
     model.model.train()
     embedding = model.model(torch.rand(2, 3, 32, 32))
-    assert embedding.shape == (2 * 4 * 4, 1024)  # one 1024-d patch vector per stride-8 cell
+    assert embedding.shape == (2 * 8 * 8, 768)  # one 768-d patch vector per stride-4 cell
+    late = BenchPatchcore(image_size=32, pre_trained=False, weights=str(vgg16_bn_weights), vgg16_bn_stages="late")
+    assert list(late.model.feature_extractor.out_dims) == [512, 512]
+    assert [f.shape[-1] for f in late.model.feature_extractor(torch.rand(1, 3, 32, 32)).values()] == [4, 2]
     with pytest.raises(ValueError, match="max_epochs must be 1"):
         BenchPatchcore(max_epochs=3, pre_trained=False)
+    with pytest.raises(ValueError, match="vgg16_bn_stages must be one of"):
+        BenchPatchcore(pre_trained=False, vgg16_bn_stages="early")
 
 
 def test_draem_budget_and_offline_errors(tmp_path: Path) -> None:

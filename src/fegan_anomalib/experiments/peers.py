@@ -38,8 +38,10 @@ __all__ = ["BenchDraem", "BenchPadim", "BenchPatchcore"]
 # PaDiM on a VGG16-BN: relu3_3, relu4_3, relu5_2 (strides 4, 8, 16, as ResNet's layer1-3; the stand-in
 # weights end at relu5_2; FEGAN cuts them at relu4_3 since 0.3, at relu5_2 before).
 VGG16_BN_PADIM_LAYERS = ("features.22", "features.32", "features.39")
-# PatchCore on a VGG16-BN: relu4_3 and relu5_2 (strides 8 and 16, as wide ResNet-50's layer2-3, its default)
-VGG16_BN_PATCHCORE_LAYERS = ("features.32", "features.39")
+# PatchCore on a VGG16-BN, two stages: "middle", relu3_3 and relu4_3 (strides 4 and 8: PatchCore's own choice of
+# middle stages, the stronger reading on every development set, issue 38), or "late", relu4_3 and relu5_2 (strides 8
+# and 16, the strides of wide ResNet-50's layer2-3 at the same input; this project's reading before issue 38)
+VGG16_BN_PATCHCORE_LAYERS = {"middle": ("features.22", "features.32"), "late": ("features.32", "features.39")}
 
 
 def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -128,7 +130,9 @@ class BenchPatchcore(Patchcore):
         max_epochs: PatchCore fills its memory bank in one pass; any other value is an error. Defaults to ``1``.
         pre_trained: timm ImageNet weights for ``backbone`` (needs a download). Defaults to ``True``.
         weights: torchvision-keyed VGG16-BN state dict; when given, the backbone is that VGG16-BN tapped at
-            relu4_3 and relu5_2, and ``backbone``/``layers`` are ignored.
+            ``vgg16_bn_stages``, and ``backbone``/``layers`` are ignored.
+        vgg16_bn_stages: with ``weights``, ``"middle"`` (relu3_3 + relu4_3, strides 4 and 8) or ``"late"`` (relu4_3 +
+            relu5_2, strides 8 and 16). Defaults to ``"middle"``, the stronger (BENCHMARKS.md).
         backbone, layers, coreset_sampling_ratio, num_neighbors: as for anomalib's ``Patchcore``.
 
     """
@@ -139,6 +143,7 @@ class BenchPatchcore(Patchcore):
         max_epochs: int = 1,
         pre_trained: bool = True,
         weights: str | None = None,
+        vgg16_bn_stages: str = "middle",
         backbone: str = "wide_resnet50_2",
         layers: list[str] | None = None,
         coreset_sampling_ratio: float = 0.1,
@@ -146,6 +151,9 @@ class BenchPatchcore(Patchcore):
         visualizer: Visualizer | bool = True,
     ) -> None:
         _check_single_epoch("PatchCore", max_epochs)
+        if vgg16_bn_stages not in VGG16_BN_PATCHCORE_LAYERS:
+            msg = f"vgg16_bn_stages must be one of {sorted(VGG16_BN_PATCHCORE_LAYERS)}, got {vgg16_bn_stages!r}."
+            raise ValueError(msg)
         super().__init__(
             backbone=backbone,
             layers=layers or ["layer2", "layer3"],
@@ -158,8 +166,9 @@ class BenchPatchcore(Patchcore):
         )
         if weights is not None:
             self.model.backbone = "vgg16_bn (weights file)"
-            self.model.layers = list(VGG16_BN_PATCHCORE_LAYERS)
-            self.model.feature_extractor = vgg16_bn_extractor(weights, VGG16_BN_PATCHCORE_LAYERS)
+            layers = VGG16_BN_PATCHCORE_LAYERS[vgg16_bn_stages]
+            self.model.layers = list(layers)
+            self.model.feature_extractor = vgg16_bn_extractor(weights, layers)
 
 
 class BenchDraem(Draem):
