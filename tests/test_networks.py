@@ -9,10 +9,13 @@ from fegan_anomalib import FeganModel
 from fegan_anomalib.models.fegan.backbone import build_encoder, build_fen, layer_names
 from fegan_anomalib.models.fegan.torch_model import Decoder, Discriminator
 
+# the paper's cut and Eq. 6-8 as printed: a model that scores without measured statistics (DEFAULTS' need them)
+PAPER = {"tap": "relu5_4", "feature_distance": "l2", "component_norm": "none"}
+
 
 @pytest.mark.parametrize("size", [32, 64])
 def test_shapes_and_dtypes(size: int) -> None:
-    model = FeganModel((size, size), pre_trained=False)
+    model = FeganModel((size, size), pre_trained=False, **PAPER)
     images = torch.rand(2, 3, size, size)
     tap = size // 16
     assert model.fen(images).shape == (2, 512, tap, tap)
@@ -101,8 +104,10 @@ def test_bn_backbone_keeps_fen_statistics_in_training() -> None:
 
 
 def test_bad_configuration_errors() -> None:
+    with pytest.raises(ValueError, match="not divisible by 8"):  # the default tap, block 4's last ReLU: stride 8
+        FeganModel((36, 36), pre_trained=False)
     with pytest.raises(ValueError, match="not divisible by 16"):
-        FeganModel((40, 40), pre_trained=False)
+        FeganModel((40, 40), pre_trained=False, tap="relu5_4")
     with pytest.raises(ValueError, match="relu5_4"):
         FeganModel((32, 32), tap="relu9_9", pre_trained=False)
     with pytest.raises(ValueError, match="vgg19"):
@@ -116,14 +121,14 @@ def test_tap_stride_from_the_layer_plan_and_size_checked_before_the_fen_is_built
     assert tap_stride("vgg16_bn", "bn5_2") == 16 and tap_stride("vgg11", "relu4_2") == 8
     assert tap_stride("vgg16", "relu5_4") is None and tap_stride("resnet18", "relu1_1") is None
     # the size error comes first: no weights file is opened (nor would ImageNet weights be downloaded)
-    with pytest.raises(ValueError, match=r"image_size \(40, 40\) is not divisible by 16"):
-        FeganModel((40, 40), weights="no/such/weights.pth")
+    with pytest.raises(ValueError, match=r"image_size \(36, 36\) is not divisible by 8"):
+        FeganModel((36, 36), weights="no/such/weights.pth")
 
 
 def test_channels_last_layout_gives_the_plain_layouts_scores() -> None:
     torch.manual_seed(0)
-    fast = FeganModel((32, 32), pre_trained=False).eval()
-    plain = FeganModel((32, 32), pre_trained=False, channels_last=False).eval()
+    fast = FeganModel((32, 32), pre_trained=False, **PAPER).eval()
+    plain = FeganModel((32, 32), pre_trained=False, channels_last=False, **PAPER).eval()
     plain.load_state_dict(fast.state_dict())  # same weights, each keeps its own memory layout
     assert fast.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not plain.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -77,10 +77,11 @@ def test_a_loaded_state_dict_keeps_its_fen_and_encoder_at_test_start(tmp_path: P
     reference = torchvision.models.vgg16_bn().state_dict()
     path = tmp_path / "vgg16_bn.pth"
     torch.save({k: v for k, v in reference.items() if k.startswith("features.")}, path)
-    trained = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(path))
+    plain = {"feature_distance": "l2", "component_norm": "none"}  # no statistics: a test starts without any
+    trained = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(path), **plain)
     trained.on_fit_start()
     trained.model.encoder[0].weight.data.add_(1.0)  # as training moved it
-    fresh = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(path))
+    fresh = Fegan(image_size=32, backbone="vgg16_bn", tap="relu5_2", weights=str(path), **plain)
     fresh.load_state_dict(trained.state_dict())
     fresh.on_test_start()  # must not read the weights file over what the state dict brought
     assert torch.equal(fresh.model.encoder[0].weight, trained.model.encoder[0].weight)

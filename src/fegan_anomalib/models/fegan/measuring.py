@@ -183,7 +183,8 @@ class StatisticsSchedule:
         generator = self.model.anomaly_map_generator
         measured = generator.needs_train_stats
         if measured:
-            images = getattr(self.trainer.datamodule, "train_data", None)
+            datamodule = self._trainer.datamodule if self._trainer is not None else None
+            images = getattr(datamodule, "train_data", None)
             if images is None or self.trained_epochs is None:  # no images, or weights never trained: refuse
                 check_train_stats(generator, action)
             settings = ", ".join(f"{name}={self.hparams[name]}" for name in STATISTICS_SETTINGS)

@@ -215,8 +215,12 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         cells = neighbourhood(fen_features.float() - encoder_features.float())
         return cells.permute(0, 2, 3, 1).reshape(-1, cells.shape[1])
 
-    def set_memory(self, cells: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Keep ``cells`` as the memory, or a k-center coreset of ``memory_size`` of them; return the kept indices."""
+    def set_memory(self, cells: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Keep ``cells`` as the memory, or a k-center coreset of ``memory_size`` of them; return the kept indices.
+
+        ``generator`` seeds the coreset's projection and first row (seed 0 without one).
+        """
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
         keep = k_center_greedy(cells, self.memory_size, generator)
         self.memory_bank = cells[keep.to(cells.device)].float().contiguous()
         return keep
