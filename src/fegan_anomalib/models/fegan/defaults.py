@@ -7,10 +7,10 @@ typed, even at its default value, from one left alone: loading a checkpoint, an 
 checkpoint's setting, one typed wins (``guards.checkpoint_settings``). The paper's literal reading is
 ``configs/fegan_mvtec.yaml``; each tag **[A#]** is resolved, with its measurements, in docs/decisions.md.
 
-A new scoring option touches three files: a line in ``DEFAULTS``, ``MODEL_ARGUMENTS`` and ``SCORING_SETTINGS`` here
-(and in ``STATISTICS_SETTINGS`` if the statistics depend on it), the argument of ``AnomalyMapGenerator`` that uses it
-(``scoring/anomaly_map.py``), and the argument of ``Fegan`` that surfaces it (``lightning_model.py``); ``FeganModel``
-passes every scoring argument through.
+A new scoring option touches three files: a line in ``DEFAULTS`` and in ``SCORING_SETTINGS`` here (and in
+``STATISTICS_SETTINGS`` if the statistics depend on it; ``MODEL_ARGUMENTS`` takes it), the argument of
+``AnomalyMapGenerator`` that uses it (``scoring/anomaly_map.py``), and the argument of ``Fegan`` that surfaces it
+(``lightning_model.py``); ``FeganModel`` passes every scoring argument through.
 """
 
 from __future__ import annotations
@@ -36,26 +36,6 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": True,
 }
 
-# the Fegan arguments that build FeganModel: a checkpoint supplies those a command line left at their defaults
-MODEL_ARGUMENTS = (
-    "image_size",
-    "backbone",
-    "tap",
-    "pre_trained",
-    "weights",
-    "encoder_init",
-    "encoder_batchnorm",
-    "use_discriminator",
-    "use_fen",
-    "feature_map_weight",
-    "component_norm",
-    "sigma",
-    "feature_distance",
-    "image_score_top_ratio",
-    "mahalanobis_ridge",
-    "memory_size",
-    "channels_last",
-)
 # on_save_checkpoint records these under ARCHITECTURE_KEY: they shape the weights, so a checkpoint of other values
 # cannot load (Lightning overwrites the saved hyper-parameters with load_from_checkpoint's arguments, the record not)
 ARCHITECTURE_KEY = "fegan_architecture"
@@ -73,5 +53,19 @@ SCORING_SETTINGS = (
     "memory_size",
 )
 STATISTICS_SETTINGS = ("component_norm", "feature_distance", "mahalanobis_ridge", "memory_size")
+# the Fegan arguments that build FeganModel: a checkpoint supplies those a command line left at their defaults
+MODEL_ARGUMENTS = (
+    "image_size",
+    "backbone",
+    "tap",
+    "pre_trained",
+    "weights",
+    "encoder_init",
+    "encoder_batchnorm",
+    "use_discriminator",
+    "use_fen",
+    "channels_last",
+    *SCORING_SETTINGS,
+)
 # what a checkpoint written before an argument existed scored with: its value then (0.3's defaults differ)
 UNRECORDED_SETTINGS = {"feature_distance": "l2", "mahalanobis_ridge": 0.0}
