@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
+from common import clock_statistics  # the benchmarks' shared helpers
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from torch import nn
 
@@ -37,7 +38,6 @@ from fegan_anomalib import Fegan
 from fegan_anomalib.callbacks import PlantedValidation
 from fegan_anomalib.experiments.compare import cpu_name
 from fegan_anomalib.experiments.weights import STANDIN_FEN
-from fegan_anomalib.models.fegan import measuring
 
 TINY = torch.finfo(torch.float32).tiny
 NETWORKS = ("encoder", "decoder", "discriminator")
@@ -145,18 +145,6 @@ class EpochSplit(Callback):
             trainer.save_checkpoint(self.checkpoints / f"epoch_{self.row['epoch']:02d}.ckpt")
 
 
-def time_statistics(split: EpochSplit) -> None:
-    """Wrap the model's statistics passes with a clock (they run inside validation)."""
-    measure = measuring.measure_statistics
-
-    def timed(*args: Any, **kwargs: Any) -> None:
-        start = time.perf_counter()
-        measure(*args, **kwargs)
-        split.row["statistics_s"] += time.perf_counter() - start
-
-    measuring.measure_statistics = timed
-
-
 def main() -> None:
     """Train ``--epochs`` epochs and print each epoch's split."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,7 +175,11 @@ def main() -> None:
         seed=args.seed,
     )
     split = EpochSplit(args.out / "epochs.csv", args.out if args.save_checkpoints else None)
-    time_statistics(split)
+
+    def add_statistics_seconds(seconds: float) -> None:
+        split.row["statistics_s"] += seconds
+
+    clock_statistics(add_statistics_seconds)  # the passes run inside validation
     engine = Engine(
         default_root_dir=args.out / "fegan",
         callbacks=[PlantedValidation(seed=args.seed), split],
