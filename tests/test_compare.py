@@ -95,7 +95,7 @@ def test_draem_budget_and_offline_errors(tmp_path: Path) -> None:
 def test_fegan_args_reach_fegan_only_and_name_the_condition() -> None:
     args = argparse.Namespace(
         image_size=64, weights=None, fegan_images=100, draem_images=10, dtd_dir=None,
-        fegan_args={"feature_distance": "mahalanobis", "sigma": 4.0},
+        fegan_args={"feature_distance": "mahalanobis", "sigma": 4.0}, patchcore_args={},
     )  # fmt: skip
     specs = model_specs(args, train_images=50)
     assert specs["Fegan"]["init_args"]["feature_distance"] == "mahalanobis"
@@ -104,6 +104,18 @@ def test_fegan_args_reach_fegan_only_and_name_the_condition() -> None:
     assert "feature_distance" not in specs["BenchPadim"]["init_args"]
     model = Fegan(**specs["Fegan"]["init_args"])  # the arguments are the model's own
     assert model.model.anomaly_map_generator.feature_distance == "mahalanobis"
+
+
+def test_patchcore_args_reach_patchcore_only_and_name_the_condition() -> None:
+    args = argparse.Namespace(
+        image_size=64, weights=None, fegan_images=100, draem_images=10, dtd_dir=None, fegan_args={},
+        patchcore_args={"coreset_sampling_ratio": 0.01, "vgg16_bn_stages": "late"},
+    )  # fmt: skip
+    specs = model_specs(args, train_images=50)
+    assert specs["BenchPatchcore"]["init_args"]["coreset_sampling_ratio"] == 0.01
+    assert specs["BenchPatchcore"]["condition"] == "random WRN-50-2, coreset_sampling_ratio=0.01, vgg16_bn_stages=late"
+    assert "coreset_sampling_ratio" not in specs["BenchPadim"]["init_args"]
+    assert "coreset_sampling_ratio" not in specs["Fegan"]["init_args"]
 
 
 def test_epochs_for_budget() -> None:

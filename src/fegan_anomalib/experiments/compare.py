@@ -102,8 +102,11 @@ def model_specs(args: argparse.Namespace, train_images: int) -> dict[str, dict[s
                 "pre_trained": False,
                 "weights": str(args.weights) if args.weights else None,
                 "visualizer": False,
+                **args.patchcore_args,
             },
-            "condition": patchcore_condition,
+            "condition": ", ".join(
+                [patchcore_condition, *(f"{key}={value}" for key, value in args.patchcore_args.items())]
+            ),
         },
         "BenchDraem": {
             "class_path": "BenchDraem",
@@ -195,6 +198,13 @@ def main(argv: list[str] | None = None) -> None:
         default={},
         help="JSON of further Fegan arguments (named in the condition column), "
         """e.g. '{"feature_distance": "mahalanobis"}'""",
+    )
+    parser.add_argument(
+        "--patchcore-args",
+        type=json.loads,
+        default={},
+        help="JSON of further BenchPatchcore arguments (named in the condition column), "
+        """e.g. '{"coreset_sampling_ratio": 0.01, "vgg16_bn_stages": "late"}'""",
     )
     parser.add_argument("--out", type=Path, default=Path("compare_results"))
     args = parser.parse_args(argv)
