@@ -24,13 +24,15 @@ def test_every_signature_default_is_the_tables() -> None:
     assert all(module[name] is None for name in table), "Fegan leaves table settings unset: 'given' is told by None"
     model = _defaults(FeganModel.__init__)
     assert model["image_size"] == (table["image_size"],) * 2
-    assert set(model) == set(defaults.MODEL_ARGUMENTS) - set(defaults.SCORING_SETTINGS)  # the score's: its generator
+    # the score's settings are its generator's, but those that pick the features F reads
+    scoring = set(defaults.SCORING_SETTINGS) - set(defaults.FEATURE_SETTINGS)
+    assert set(model) == set(defaults.MODEL_ARGUMENTS) - scoring
     for name in set(model) - {"image_size", "weights"}:
         assert model[name] == table[name], name
     generator = _defaults(AnomalyMapGenerator.__init__)
     for name in set(generator) - {"feature_shape"}:
         assert generator[name] == table[name], name
-    assert set(generator) - {"feature_shape"} == set(defaults.SCORING_SETTINGS)
+    assert set(generator) - {"feature_shape"} == scoring
 
 
 def test_the_checkpoint_tables_name_real_arguments() -> None:
@@ -41,3 +43,4 @@ def test_the_checkpoint_tables_name_real_arguments() -> None:
     assert set(defaults.ARCHITECTURE_FIELDS) <= set(defaults.MODEL_ARGUMENTS)
     assert not set(defaults.ARCHITECTURE_FIELDS) & set(defaults.SCORING_SETTINGS)  # scoring never refuses a checkpoint
     assert set(defaults.UNRECORDED_SETTINGS) <= set(defaults.SCORING_SETTINGS)
+    assert set(defaults.FEATURE_SETTINGS) <= set(defaults.STATISTICS_SETTINGS)

@@ -9,8 +9,9 @@ checkpoint's setting, one typed wins (``guards.checkpoint_settings``). The paper
 
 A new scoring option touches three files: a line in ``DEFAULTS`` and in ``SCORING_SETTINGS`` here (and in
 ``STATISTICS_SETTINGS`` if the statistics depend on it; ``MODEL_ARGUMENTS`` takes it), the argument of
-``AnomalyMapGenerator`` that uses it (``scoring/anomaly_map.py``), and the argument of ``Fegan`` that surfaces it
-(``lightning_model.py``); ``FeganModel`` passes every scoring argument through.
+``AnomalyMapGenerator`` that uses it (``scoring/anomaly_map.py``; of ``FeganModel`` for one in ``FEATURE_SETTINGS``),
+and the argument of ``Fegan`` that surfaces it (``lightning_model.py``); ``FeganModel`` passes every other scoring
+argument through.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "image_score_top_ratio": 0.01,  # [A8b]
     "mahalanobis_ridge": 0.3,  # [A7b]
     "memory_size": 4096,  # [A7c]
+    "fine_tap": "none",  # [A7d]: an earlier layer whose residual F reads beside the tap's, on its finer grid
     "channels_last": True,
 }
 
@@ -51,8 +53,12 @@ SCORING_SETTINGS = (
     "image_score_top_ratio",
     "mahalanobis_ridge",
     "memory_size",
+    "fine_tap",
 )
-STATISTICS_SETTINGS = ("component_norm", "feature_distance", "mahalanobis_ridge", "memory_size")
+STATISTICS_SETTINGS = ("component_norm", "feature_distance", "mahalanobis_ridge", "memory_size", "fine_tap")
+# the scoring settings FeganModel reads itself (they pick the features F is computed from); its AnomalyMapGenerator
+# takes the others
+FEATURE_SETTINGS = ("fine_tap",)
 # the Fegan arguments that build FeganModel: a checkpoint supplies those a command line left at their defaults
 MODEL_ARGUMENTS = (
     "image_size",
@@ -68,4 +74,4 @@ MODEL_ARGUMENTS = (
     *SCORING_SETTINGS,
 )
 # what a checkpoint written before an argument existed scored with: its value then (0.3's defaults differ)
-UNRECORDED_SETTINGS = {"feature_distance": "l2", "mahalanobis_ridge": 0.0}
+UNRECORDED_SETTINGS = {"feature_distance": "l2", "mahalanobis_ridge": 0.0, "fine_tap": "none"}

@@ -19,6 +19,7 @@ from torch import nn
 from .defaults import (
     ARCHITECTURE_FIELDS,
     ARCHITECTURE_KEY,
+    FEATURE_SETTINGS,
     MODEL_ARGUMENTS,
     SCORING_KEY,
     SCORING_SETTINGS,
@@ -56,6 +57,14 @@ def check_arguments(input_size: tuple[int, int] | None, image_size: tuple[int, i
     if max_epochs is not None and max_epochs < 1:
         msg = f"max_epochs must be a positive number of epochs, got {max_epochs}."
         raise ValueError(msg)
+
+
+def check_fine_feature_loss(fine_feature_loss: bool, fine_tap: str) -> bool:
+    """Refuse a feature loss at the fine tap without one; return the setting."""
+    if fine_feature_loss and fine_tap == "none":
+        msg = "fine_feature_loss=True trains the encoder at fine_tap too: give one (e.g. fine_tap='relu3_3')."
+        raise ValueError(msg)
+    return fine_feature_loss
 
 
 class FiniteLosses:
@@ -221,19 +230,34 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], giv
     }
 
 
-def scoring_changes(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> list[str]:
+def scoring_changes(checkpoint: dict[str, Any], hparams: dict[str, Any], own: dict[str, torch.Tensor]) -> list[str]:
     """Return the scoring settings of ``hparams`` that differ from those the checkpoint's statistics were measured with.
 
     From the record ``on_save_checkpoint`` writes (Lightning overwrites the saved hyper-parameters with
-    ``load_from_checkpoint``'s arguments); a checkpoint written before it: its hyper-parameters. Empty for a checkpoint
-    that is not FEGAN's.
+    ``load_from_checkpoint``'s arguments). A checkpoint written before it: its hyper-parameters, and the settings that
+    pick F's features (``FEATURE_SETTINGS``) when its statistics do not fit ``own``, the model's state (another grid).
+    Empty for a checkpoint that is not FEGAN's.
     """
     saved = dict(checkpoint.get("hyper_parameters", {}))
     if "backbone" not in saved:
         return []
     rename_in_place(saved, checkpoint=True)
-    recorded = {**UNRECORDED_SETTINGS, **saved, **checkpoint.get(SCORING_KEY, {})}
-    return [name for name in SCORING_SETTINGS if name in recorded and _same(recorded[name]) != _same(hparams.get(name))]
+    # a setting the record lacks is newer than the checkpoint: it scored with that setting's value then, whatever the
+    # (overwritten) hyper-parameters say
+    recorded = {**saved, **UNRECORDED_SETTINGS} if SCORING_KEY in checkpoint else {**UNRECORDED_SETTINGS, **saved}
+    recorded.update(checkpoint.get(SCORING_KEY, {}))
+    changed = [
+        name for name in SCORING_SETTINGS if name in recorded and _same(recorded[name]) != _same(hparams.get(name))
+    ]
+    state = checkpoint.get("state_dict", {})
+    misfit = any(
+        key in state and not _fits(key, state[key].shape, value.shape)
+        for key, value in own.items()
+        if key.startswith(STATISTICS_PREFIX)
+    )
+    if misfit and SCORING_KEY not in checkpoint:
+        changed += [name for name in FEATURE_SETTINGS if name not in changed]
+    return changed
 
 
 def drop_statistics(checkpoint: dict[str, Any], own: dict[str, torch.Tensor]) -> None:
@@ -285,7 +309,8 @@ class CheckpointGuards:
                 self.pre_processor.transform = resized.transform
                 self.pre_processor.export_transform = resized.export_transform
             check_arguments(self.input_size, self.model.image_size, self.max_epochs)  # a custom pre-processor
-        self.rescored = scoring_changes(checkpoint, self.hparams)  # a test re-learns thresholds for them
+        # a test re-learns the thresholds for these
+        self.rescored = scoring_changes(checkpoint, self.hparams, self.state_dict())
         if set(self.rescored) & set(STATISTICS_SETTINGS):  # measured again when a test or predict starts
             logger.info("FEGAN: %s differ from the checkpoint's: its statistics are measured again", self.rescored)
             drop_statistics(checkpoint, self.state_dict())

@@ -45,6 +45,7 @@ from .guards import (
     FiniteLosses,
     QuietStages,
     check_arguments,
+    check_fine_feature_loss,
     log_encoder_source,
     warn_collapse_arguments,
 )
@@ -76,6 +77,8 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         encoder_init (str): ``"pretrained"`` (a copy of the FEN, whatever its weights) or ``"random"`` **[A2]**.
         encoder_batchnorm (str): ``"frozen"`` (keeps the FEN's statistics, by measurement) or ``"train"``.
         lambda_fea, lambda_con, lambda_adv (float): the loss weights (Eq. 4). Default ``30``, ``30``, ``1``.
+        fine_feature_loss (bool): L_fea (Eq. 1) over the features F reads, ``fine_tap``'s beside the tap's, so the
+            encoder is trained at both: an extension the paper does not make **[A7d]**. Defaults to ``False``.
         adversarial_loss (str): ``"feature_matching"`` (GANomaly's, by measurement) or ``"bce"`` (the paper's) **[A6]**.
         feature_map_weight (float): λ of Eq. 8, ``S = λ·F + (1 − λ)·R``. Defaults to ``0.8`` (paper: 0.6) **[A7c]**.
         component_norm (str): ``"train_stats"`` (F, R standardised on training images **[A7]**) or ``"none"``.
@@ -86,6 +89,8 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
             maximum (Eq. 10) **[A8b]**. Defaults to ``0.01``.
         mahalanobis_ridge (float): per-cell divisor ``sqrt(var + ridge·mean(var))`` **[A7b]**. Defaults to ``0.3``.
         memory_size (int): the most training cells the ``"nearest"`` memory keeps (a coreset) **[A7c]**. ``4096``.
+        fine_tap (str): an earlier layer (``"relu3_3"``) whose residual F reads too, on its finer grid, or ``"none"``
+            **[A7d]**. Defaults to ``"none"``.
         use_discriminator, use_fen, use_augmenter (bool): Table 7's components. Default ``True``.
         augmenter (str): a class of ``augmentation`` (``MultiScaleSelfEnhancement``, ``Cutout``, ``CutoutColour``,
             ``RIAD``, ``SCADN``: Table 6) or a dotted class path; ``augmenter_args`` its further arguments.
@@ -118,6 +123,7 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         lambda_con: float = 30.0,
         lambda_adv: float = 1.0,
         adversarial_loss: str = "feature_matching",
+        fine_feature_loss: bool = False,
         feature_map_weight: float | None = None,
         component_norm: str | None = None,
         sigma: float | None = None,
@@ -125,6 +131,7 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         image_score_top_ratio: float | None = None,
         mahalanobis_ridge: float | None = None,
         memory_size: int | None = None,
+        fine_tap: str | None = None,
         use_discriminator: bool | None = None,
         use_fen: bool | None = None,
         use_augmenter: bool = True,
@@ -179,6 +186,7 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         )
         self.use_augmenter, self.augmenter_seed = h.use_augmenter, h.augmenter_seed
         self.gradient_share_every = h.gradient_share_every
+        self.fine_feature_loss = check_fine_feature_loss(fine_feature_loss, h.fine_tap)
         self.fen_cache = FenFeatureCache(fen_cache_mb)
         lambda_adv = lambda_adv if h.use_discriminator else 0.0
         self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv, adversarial_loss)
@@ -193,6 +201,10 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         self.statistics_step: int | None = None  # the global step the scoring statistics were measured at
         self.rescored: list[str] = []  # scoring settings that differ from a loaded checkpoint's (guards)
         self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
+
+    def fen_target(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the FEN's features the feature loss reads (and the cache keeps): the tap's, or both F reads."""
+        return self.model.fen_scored_features(images) if self.fine_feature_loss else self.model.fen_features(images)
 
     def _image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Score (B, H, W) maps as the model does (its top share's mean, or maximum)."""
@@ -266,8 +278,8 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         g_opt, d_opt = (optimizers, None) if not isinstance(optimizers, list) else (optimizers[0], optimizers[-1])
         clean = batch.image
         augmented = self.augmenter(clean, generator=self._augmenter_generator())[0] if self.use_augmenter else clean
-        fen_features = self.fen_cache(clean, self.model.fen_features, batch.image_path) if self.model.use_fen else None
-        output = self.model(augmented, clean, fen_features)
+        fen_features = self.fen_cache(clean, self.fen_target, batch.image_path) if self.model.use_fen else None
+        output = self.model(augmented, clean, fen_features, scored=self.fine_feature_loss)
         real = self.model.to_gan_range(clean)
         discriminator = self.model.discriminator
         # toggling freezes D while G steps (no D gradients computed or all-reduced under DDP) and vice versa

@@ -81,7 +81,7 @@ class TrainingImages:
         for batch, ids in self._batches():
             images = batch.image.to(module.device)
             images = module.pre_processor.transform(images) if module.pre_processor is not None else images
-            fen = module.fen_cache(images, model.fen_features, batch.image_path) if model.use_fen else None
+            fen = module.fen_cache(images, module.fen_target, batch.image_path) if model.use_fen else None
             yield CleanBatch(images, fen, ids.to(module.device))
 
 

@@ -30,8 +30,9 @@ from typing import Any, NamedTuple
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
-from .backbone import ENCODER_BATCHNORMS, build_encoder, build_fen, tap_stride, tap_stride_and_channels
+from .backbone import ENCODER_BATCHNORMS, build_encoder, build_fen, layer_names, tap_stride, tap_stride_and_channels
 from .defaults import DEFAULTS
 from .scoring.anomaly_map import AnomalyMapGenerator, to_gan_range
 
@@ -172,6 +173,10 @@ class FeganModel(nn.Module):
         use_fen: use the FEN branch in loss and score (Table 7).
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py).
+        fine_tap: an earlier layer of FEN and encoder (e.g. ``"relu3_3"``) whose residual F reads beside the tap's:
+            both networks' features there, with the tap's bilinearly upsampled to that finer grid and appended, are
+            what F compares (:meth:`scored_features`) **[A7d]**; ``"none"``: the tap's alone (Eq. 6). A scoring
+            setting: it changes no weight, only the statistics.
         **scoring: :class:`AnomalyMapGenerator`'s arguments (``defaults.SCORING_SETTINGS``: λ, ``component_norm``,
             ``sigma``, ``feature_distance``, ``image_score_top_ratio``, ``mahalanobis_ridge``, ``memory_size``).
 
@@ -194,6 +199,7 @@ class FeganModel(nn.Module):
         use_discriminator: bool = DEFAULTS["use_discriminator"],
         use_fen: bool = DEFAULTS["use_fen"],
         channels_last: bool = DEFAULTS["channels_last"],
+        fine_tap: str = DEFAULTS["fine_tap"],
         **scoring: Any,
     ) -> None:
         super().__init__()
@@ -226,6 +232,11 @@ class FeganModel(nn.Module):
         self.discriminator = Discriminator(tuple(image_size)) if use_discriminator else None
         if not use_fen:  # R alone: no F to weigh or measure
             scoring = {**scoring, "feature_map_weight": 0.0, "feature_distance": "l2"}
+        self.fine_tap = fine_tap
+        self.fine_index = _fine_index(self.fen, backbone, tap, fine_tap)
+        if self.fine_index is not None:  # F on the fine grid, the fine tap's channels then the tap's
+            fine_stride, fine_channels = tap_stride_and_channels(self.fen[: self.fine_index + 1])
+            fen_stride, channels = fine_stride, fine_channels + channels
         feature_shape = (channels, image_size[0] // fen_stride, image_size[1] // fen_stride)
         self.anomaly_map_generator = AnomalyMapGenerator(feature_shape=feature_shape, **scoring)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -299,17 +310,20 @@ class FeganModel(nn.Module):
         images: torch.Tensor,
         clean: torch.Tensor | None = None,
         fen_features: torch.Tensor | None = None,
+        *,
+        scored: bool = False,
     ) -> TrainOutput | InferenceBatch:
         """Training forward (``clean`` given: ``images`` is its augmented copy) or inference.
 
         ``fen_features``: the FEN's features of ``clean`` when the caller already has them (the
-        training loop's :class:`FenFeatureCache`); computed here otherwise.
+        training loop's :class:`FenFeatureCache`); computed here otherwise. ``scored``: the training features are
+        those F reads (with a ``fine_tap``, both layers: ``Fegan``'s ``fine_feature_loss``), not the tap's alone.
         """
         if self.training:
-            encoder_features, reconstruction = self.generate(images)
+            encoder_features, reconstruction = self.generate_scored(images) if scored else self.generate(images)
             target = images if clean is None else clean
             if self.use_fen and fen_features is None:
-                fen_features = self.fen_features(target)
+                fen_features = self.fen_scored_features(target) if scored else self.fen_features(target)
             return TrainOutput(fen_features if self.use_fen else None, encoder_features, reconstruction)
         maps = self.component_maps(images)
         anomaly_map = self.anomaly_map_generator.fuse(maps.residual, maps.feature)
@@ -320,15 +334,40 @@ class FeganModel(nn.Module):
         with torch.no_grad():
             return self.fen(self.normalize(images))
 
+    def fen_scored_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``θ*(x)`` as F reads it, without gradient: at the tap, or with a ``fine_tap`` beside it (:func:`_join`)."""
+        with torch.no_grad():
+            tap, fine = _run_stack(self.fen, self.normalize(images), self.fine_index)
+        return _join(tap, fine)
+
+    def generate_scored(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``θ(x)`` as F reads it (the tap's, or the fine tap's beside it) and ``G(x)`` from the tap's."""
+        tap, fine = _run_stack(self.encoder, self.normalize(images), self.fine_index)
+        return _join(tap, fine), self.decoder(tap)
+
+    def scored_features(
+        self, images: torch.Tensor, fen_features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``θ*(x)`` and ``θ(x)`` as F compares them, and ``G(x)``: what scoring and its statistics read.
+
+        At the tap; with a ``fine_tap``, each network's features there with its tap features upsampled to that grid
+        and appended **[A7d]**. ``fen_features``: the FEN's features of ``images`` when the caller has them (the FEN
+        cache), used when they are what F reads (the tap's, or both when the feature loss read both); computed
+        otherwise. ``θ*`` is ``None`` without the FEN.
+        """
+        encoder_features, reconstruction = self.generate_scored(images)
+        if not self.use_fen:
+            return None, encoder_features, reconstruction
+        if fen_features is None or tuple(fen_features.shape[1:]) != tuple(encoder_features.shape[1:]):
+            fen_features = self.fen_scored_features(images)
+        return fen_features, encoder_features, reconstruction
+
     def component_maps(self, images: torch.Tensor, fen_features: torch.Tensor | None = None) -> ComponentMaps:
         """Unfused R and F of ``images`` and the reconstruction: inference, ``train_stats``, the F/R curves.
 
         ``fen_features``: the FEN's features of ``images`` when the caller has them (the FEN cache).
         """
-        encoder_features, reconstruction = self.generate(images)
-        if self.use_fen and fen_features is None:
-            fen_features = self.fen_features(images)
-        fen_features = fen_features if self.use_fen else None
+        fen_features, encoder_features, reconstruction = self.scored_features(images, fen_features)
         residual, feature = self.anomaly_map_generator.components(
             images, reconstruction, fen_features, encoder_features
         )
@@ -348,6 +387,46 @@ class FeganModel(nn.Module):
         finally:
             for module, mode in modes.items():
                 module.training = mode
+
+
+def _fine_index(fen: nn.Sequential, backbone: str, tap: str, fine_tap: str) -> int | None:
+    """Index of ``fine_tap`` in the cut stack, ``None`` for ``"none"``; an error for a layer not before ``tap``.
+
+    Only a ReLU's or pool's output is offered: the FEN's in-place ReLUs write into the tensor before them, not after.
+    """
+    if fine_tap == "none":
+        return None
+    names = layer_names(fen)
+    earlier = [name for name in names[:-1] if name.startswith(("relu", "pool"))]
+    if fine_tap not in earlier:
+        msg = (
+            f"fine_tap '{fine_tap}' is not a layer of {backbone} before the tap '{tap}'. Choose 'none' or one of: "
+            f"{', '.join(earlier)} (PatchCore's middle stages on VGG16: relu3_3 beside relu4_3)."
+        )
+        raise ValueError(msg)
+    return names.index(fine_tap)
+
+
+def _run_stack(
+    stack: nn.Sequential, inputs: torch.Tensor, fine_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run a VGG stack to its end; return its output and, with ``fine_index``, that layer's output on the way."""
+    if fine_index is None:
+        return stack(inputs), None
+    fine = None
+    for index, layer in enumerate(stack):
+        inputs = layer(inputs)
+        if index == fine_index:
+            fine = inputs
+    return inputs, fine
+
+
+def _join(tap: torch.Tensor, fine: torch.Tensor | None) -> torch.Tensor:
+    """Return the tap's features alone, or the fine layer's with the tap's bilinearly upsampled to their grid."""
+    if fine is None:
+        return tap
+    upsampled = F.interpolate(tap, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([fine, upsampled.to(fine.dtype)], dim=1)
 
 
 def _mark_fen_weights_loaded(module: FeganModel, incompatible_keys: object) -> None:

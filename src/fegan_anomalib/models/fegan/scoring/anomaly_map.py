@@ -222,7 +222,9 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         """
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         keep = k_center_greedy(cells, self.memory_size, generator)
-        self.memory_bank = cells[keep.to(cells.device)].float().contiguous()
+        # a normal tensor even when measured under a test's inference mode: an export after the test traces it
+        with torch.inference_mode(False):
+            self.memory_bank = cells[keep.to(cells.device)].float().clone(memory_format=torch.contiguous_format)
         return keep
 
     def cell_distances(self, fen_features: torch.Tensor, encoder_features: torch.Tensor) -> dict[str, torch.Tensor]:

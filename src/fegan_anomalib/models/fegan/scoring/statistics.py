@@ -46,7 +46,7 @@ RESERVOIR_FACTOR = 16  # cells offered to the coreset: 16 × 4,096 × 512 channe
 
 
 class CleanBatch(NamedTuple):
-    """Pre-processed clean training images in [0, 1], their FEN features (or ``None``: computed here), their ids.
+    """Pre-processed clean training images in [0, 1], their FEN tap features (or ``None``: computed here), their ids.
 
     ``ids`` (B,) are the images' places in the pass's order over the whole training set: the same image has the same
     id on every process, and each image comes once, on one process.
@@ -87,19 +87,13 @@ def measure_statistics(
             _measure_pass(model, batches, reduce, sums if leave_out else None)
 
 
-def _fen_features(model: FeganModel, batch: CleanBatch) -> torch.Tensor | None:
-    """Return the batch's FEN features: the supplier's (a cache) or computed; ``None`` without the FEN."""
-    if not model.use_fen:
-        return None
-    return batch.fen_features if batch.fen_features is not None else model.fen_features(batch.images)
-
-
 def _per_cell_statistics(model: FeganModel, batches: Iterable[CleanBatch], reduce: Reduce) -> _Sums:
     """Store the per-cell mean and variance of the raw residual over every image; return its sums (leave-one-out)."""
     generator = model.anomaly_map_generator
     sums, count = None, 0
     for batch in batches:
-        moments = generator.feature_residual_moments(_fen_features(model, batch), model.encode(batch.images))
+        fen, encoder_features, _ = model.scored_features(batch.images, batch.fen_features)
+        moments = generator.feature_residual_moments(fen, encoder_features)
         sums = moments if sums is None else sums + moments
         count += batch.images.shape[0]
     device = model.mean.device
@@ -156,8 +150,7 @@ def _measure_pass(model: FeganModel, batches: Iterable[CleanBatch], reduce: Redu
     distances: list[dict[str, torch.Tensor]] = []
     r_moments = torch.zeros(3, dtype=torch.float64)
     for batch in batches:
-        fen = _fen_features(model, batch)
-        encoder_features, reconstruction = model.generate(batch.images)
+        fen, encoder_features, reconstruction = model.scored_features(batch.images, batch.fen_features)
         r_moments += pixel_moments(residual_map(batch.images, reconstruction)).cpu()
         if fen is None:
             continue
