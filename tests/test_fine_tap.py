@@ -26,6 +26,9 @@ def test_the_fine_tap_features_are_each_networks_fine_layer_beside_its_upsampled
     torch.manual_seed(0)
     model = FeganModel((32, 32), **STAND_IN, fine_tap="relu3_3").eval()
     assert model.anomaly_map_generator.feature_shape == (256 + 512, 8, 8)
+    assert FeganModel((32, 32), **STAND_IN).fine_index == model.fine_index  # the default: the stage before the tap's
+    assert FeganModel((32, 32), pre_trained=False, tap="relu5_4").anomaly_map_generator.feature_shape == (1024, 4, 4)
+    assert FeganModel((32, 32), pre_trained=False, tap="relu1_2").fine_index is None  # no stage before block 1's
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         fen, encoder, reconstruction = model.scored_features(images)
@@ -35,7 +38,7 @@ def test_the_fine_tap_features_are_each_networks_fine_layer_beside_its_upsampled
             tap = F.interpolate(network(inputs), size=(8, 8), mode="bilinear", align_corners=False)
             torch.testing.assert_close(features, torch.cat([network[:fine](inputs), tap], dim=1))
         torch.testing.assert_close(reconstruction, model.generate(images)[1])
-        plain = FeganModel((32, 32), **STAND_IN)  # no fine tap: the tap's features, cached FEN features kept
+        plain = FeganModel((32, 32), **STAND_IN, fine_tap="none")  # the tap's features, cached FEN features kept
         plain.load_state_dict(model.state_dict(), strict=False)
         cached = torch.zeros(2, 512, 4, 4)
         assert plain.eval().scored_features(images, cached)[0] is cached
@@ -48,17 +51,17 @@ def test_a_fine_tap_that_is_not_an_earlier_layer_is_refused_naming_the_choices(f
         FeganModel((32, 32), **STAND_IN, fine_tap=fine_tap)
 
 
-def test_a_checkpoint_rescored_with_a_fine_tap_exports_what_it_tested(
+def test_a_checkpoint_rescored_without_its_fine_tap_exports_what_it_tested(
     trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Statistics of the fine grid measured at test start, thresholds re-learnt, OpenVINO fp32 equal to torch."""
+    """Statistics of the other grid measured at test start, thresholds re-learnt, OpenVINO fp32 equal to torch."""
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
-    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0]), fine_tap="relu3_4", visualizer=False)
+    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0]), fine_tap="none", visualizer=False)
     datamodule = MVTecAD(root=synthetic_root, category="texture", train_batch_size=4, eval_batch_size=4, num_workers=0)
     (metrics,) = Engine(default_root_dir=tmp_path, logger=False).test(model, datamodule=datamodule)
     generator = model.model.anomaly_map_generator
-    assert generator.feature_shape == (256 + 512, 8, 8)  # VGG19 at 32²: relu3_4 (stride 4) beside relu4_4
-    assert generator.feature_residual_mean.shape == (1, 768, 8, 8) and generator.memory_bank.shape[1] == 768
+    assert generator.feature_shape == (512, 4, 4)  # VGG19 at 32², relu4_4 alone (the checkpoint's: relu3_4 beside)
+    assert generator.feature_residual_mean.shape == (1, 512, 4, 4) and generator.memory_bank.shape[1] == 512
     assert not generator.needs_train_stats and 0.0 <= metrics["pixel_AUROC"] <= 1.0
     xml = model.eval().to_openvino(export_root=tmp_path)
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -75,7 +78,7 @@ def test_a_checkpoint_rescored_with_a_fine_tap_exports_what_it_tested(
 def test_the_feature_loss_at_both_layers_trains_on_what_f_reads(synthetic_root: Path, tmp_path: Path) -> None:
     """fine_feature_loss: L_fea over fine_tap's and the tap's features; the FEN cache keeps what the loss reads."""
     with pytest.raises(ValueError, match="fine_feature_loss=True trains the encoder at fine_tap too"):
-        Fegan(pre_trained=False, fine_feature_loss=True)
+        Fegan(pre_trained=False, fine_tap="none", fine_feature_loss=True)
     model = FeganModel((32, 32), **STAND_IN, fine_tap="relu3_3").train()
     clean, augmented = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     output = model(augmented, clean, scored=True)
@@ -83,7 +86,7 @@ def test_the_feature_loss_at_both_layers_trains_on_what_f_reads(synthetic_root: 
     torch.testing.assert_close(output.encoder_features, model.generate_scored(augmented)[0])
     assert output.encoder_features.shape == (2, 768, 8, 8) and output.encoder_features.requires_grad
     assert model(augmented, clean).encoder_features.shape == (2, 512, 4, 4)  # the paper's: the tap alone
-    fegan = Fegan(image_size=32, pre_trained=False, fine_tap="relu3_4", fine_feature_loss=True, max_epochs=1)
+    fegan = Fegan(image_size=32, pre_trained=False, fine_feature_loss=True, max_epochs=1)  # fine_tap: relu3_4
     fegan.visualizer = None
     datamodule = MVTecAD(root=synthetic_root, category="texture", train_batch_size=4, eval_batch_size=4, num_workers=0)
     engine = Engine(default_root_dir=tmp_path, logger=False)
@@ -94,7 +97,7 @@ def test_the_feature_loss_at_both_layers_trains_on_what_f_reads(synthetic_root: 
     assert not fegan.model.anomaly_map_generator.needs_train_stats and 0.0 <= metrics["pixel_AUROC"] <= 1.0
 
 
-def test_a_checkpoint_from_before_the_record_is_rescored_with_a_fine_tap(
+def test_a_checkpoint_from_before_the_record_is_rescored_with_another_fine_tap(
     trained: tuple[Path, str], tmp_path: Path
 ) -> None:
     """A 0.3 checkpoint records no scoring settings, and Lightning overwrites its hyper-parameters with the typed
@@ -102,7 +105,7 @@ def test_a_checkpoint_from_before_the_record_is_rescored_with_a_fine_tap(
     checkpoint = torch.load(checkpoint_of(trained[0]), weights_only=False)
     del checkpoint["fegan_scoring"]
     torch.save(checkpoint, tmp_path / "old.ckpt")
-    model = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", fine_tap="relu3_4", visualizer=False)
+    model = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", fine_tap="none", visualizer=False)
     assert "fine_tap" in model.rescored and model.model.anomaly_map_generator.needs_train_stats
     same = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", visualizer=False)
     assert same.rescored == [] and not same.model.anomaly_map_generator.needs_train_stats

@@ -168,7 +168,9 @@ def write_chart(rows: list[dict[str, Any]], out: Path) -> None:
     for axis, (key, title) in zip(axes, panels, strict=True):
         series = {
             LABELS[model]: [
-                next((float(r[key]) for r in good if r["model"] == model and r["category"] == c), float("nan"))
+                next(
+                    (float(r.get(key, "nan")) for r in good if r["model"] == model and r["category"] == c), float("nan")
+                )
                 for c in categories
             ]
             for model in MODELS

@@ -71,8 +71,8 @@ def _state_dict_megabytes(module: Any) -> float:
     return buffer.tell() / 2**20
 
 
-def _speed(model: Any, datamodule: Any, out: Path) -> dict[str, float]:
-    """Time batch-1 inference of the whole pipeline in torch and in OpenVINO (FP32)."""
+def _speed(model: Any, datamodule: Any, out: Path) -> dict[str, Any]:
+    """Time batch-1 inference of the whole pipeline in torch and in OpenVINO (FP32); an OpenVINO failure is a field."""
     import openvino as ov  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
@@ -86,12 +86,14 @@ def _speed(model: Any, datamodule: Any, out: Path) -> dict[str, float]:
     # f32: OpenVINO computes in bfloat16 by default on CPUs that have it, which moves scores.
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     array = image.numpy()
-    ov_seconds = median_seconds(lambda: compiled(array))
-    return {
-        "torch_ms_per_image": 1000 * torch_seconds,
-        "openvino_ms_per_image": 1000 * ov_seconds,
-        "openvino_ir_mb": ir_megabytes,
-    }
+    timings = {"torch_ms_per_image": 1000 * torch_seconds, "openvino_ir_mb": ir_megabytes}
+    try:
+        timings["openvino_ms_per_image"] = 1000 * median_seconds(lambda: compiled(array))
+    except RuntimeError as error:  # the graph anomalib exported does not run a batch of one: said, the quality kept
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        timings["openvino_error"] = lines[-1][:300] if lines else type(error).__name__
+        print(f"OpenVINO timing failed: {timings['openvino_error']}", flush=True)
+    return timings
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:

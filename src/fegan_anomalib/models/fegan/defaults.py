@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "image_score_top_ratio": 0.01,  # [A8b]
     "mahalanobis_ridge": 0.3,  # [A7b]
     "memory_size": 4096,  # [A7c]
-    "fine_tap": "none",  # [A7d]: an earlier layer whose residual F reads beside the tap's, on its finer grid
+    "fine_tap": "previous_block",  # [A7d]: F also reads the stage before the tap's (relu3_4 beside relu4_4)
     "channels_last": True,
 }
 

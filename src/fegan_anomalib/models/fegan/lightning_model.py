@@ -89,8 +89,9 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
             maximum (Eq. 10) **[A8b]**. Defaults to ``0.01``.
         mahalanobis_ridge (float): per-cell divisor ``sqrt(var + ridge·mean(var))`` **[A7b]**. Defaults to ``0.3``.
         memory_size (int): the most training cells the ``"nearest"`` memory keeps (a coreset) **[A7c]**. ``4096``.
-        fine_tap (str): an earlier layer (``"relu3_3"``) whose residual F reads too, on its finer grid, or ``"none"``
-            **[A7d]**. Defaults to ``"none"``.
+        fine_tap (str): an earlier layer whose residual F reads too, on its finer grid: ``"previous_block"`` (the last
+            ReLU of the stage before the tap's: ``relu3_4``, VGG16 ``relu3_3``), a layer name, or ``"none"`` (the tap
+            alone, the paper) **[A7d]**. Defaults to ``"previous_block"``.
         use_discriminator, use_fen, use_augmenter (bool): Table 7's components. Default ``True``.
         augmenter (str): a class of ``augmentation`` (``MultiScaleSelfEnhancement``, ``Cutout``, ``CutoutColour``,
             ``RIAD``, ``SCADN``: Table 6) or a dotted class path; ``augmenter_args`` its further arguments.

@@ -173,10 +173,11 @@ class FeganModel(nn.Module):
         use_fen: use the FEN branch in loss and score (Table 7).
         channels_last: keep the convolution weights in channels-last memory order, which oneDNN runs
             faster on CPU (same results up to float rounding; benchmarks/inference.py).
-        fine_tap: an earlier layer of FEN and encoder (e.g. ``"relu3_3"``) whose residual F reads beside the tap's:
-            both networks' features there, with the tap's bilinearly upsampled to that finer grid and appended, are
-            what F compares (:meth:`scored_features`) **[A7d]**; ``"none"``: the tap's alone (Eq. 6). A scoring
-            setting: it changes no weight, only the statistics.
+        fine_tap: an earlier layer of FEN and encoder whose residual F reads beside the tap's: both networks'
+            features there, with the tap's bilinearly upsampled to that finer grid and appended, are what F compares
+            (:meth:`scored_features`) **[A7d]**. ``"previous_block"`` (the default) is the last ReLU of the stage
+            before the tap's (``relu3_4`` beside VGG19's ``relu4_4``), a layer name picks one (``"relu3_3"``),
+            ``"none"`` reads the tap alone (Eq. 6). A scoring setting: it changes no weight, only the statistics.
         **scoring: :class:`AnomalyMapGenerator`'s arguments (``defaults.SCORING_SETTINGS``: λ, ``component_norm``,
             ``sigma``, ``feature_distance``, ``image_score_top_ratio``, ``mahalanobis_ridge``, ``memory_size``).
 
@@ -392,16 +393,21 @@ class FeganModel(nn.Module):
 def _fine_index(fen: nn.Sequential, backbone: str, tap: str, fine_tap: str) -> int | None:
     """Index of ``fine_tap`` in the cut stack, ``None`` for ``"none"``; an error for a layer not before ``tap``.
 
-    Only a ReLU's or pool's output is offered: the FEN's in-place ReLUs write into the tensor before them, not after.
+    ``"previous_block"`` is the last ReLU before the pool that precedes the tap (VGG19 ``relu4_4`` → ``relu3_4``, VGG16
+    ``relu4_3`` → ``relu3_3``: the stride before the tap's), none for a tap in block 1. Only a ReLU's or pool's output
+    is offered: the FEN's in-place ReLUs write into the tensor before them, not after.
     """
+    names = layer_names(fen)
+    if fine_tap == "previous_block":
+        pools = [index for index, name in enumerate(names[:-1]) if name.startswith("pool")]
+        return pools[-1] - 1 if pools else None
     if fine_tap == "none":
         return None
-    names = layer_names(fen)
     earlier = [name for name in names[:-1] if name.startswith(("relu", "pool"))]
     if fine_tap not in earlier:
         msg = (
-            f"fine_tap '{fine_tap}' is not a layer of {backbone} before the tap '{tap}'. Choose 'none' or one of: "
-            f"{', '.join(earlier)} (PatchCore's middle stages on VGG16: relu3_3 beside relu4_3)."
+            f"fine_tap '{fine_tap}' is not a layer of {backbone} before the tap '{tap}'. Choose 'previous_block', "
+            f"'none' or one of: {', '.join(earlier)} (PatchCore's middle stages on VGG16: relu3_3 beside relu4_3)."
         )
         raise ValueError(msg)
     return names.index(fine_tap)
