@@ -212,7 +212,7 @@ def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
     )  # fmt: skip
     generator = model.model.anomaly_map_generator
     assert generator.needs_train_stats
-    assert generator.feature_residual_mean.shape == (1, 512, 4, 4)  # VGG19 relu4_4 (stride 8) at 32²
+    assert generator.feature_residual_mean.shape == (1, 768, 8, 8)  # VGG19 relu3_4 + relu4_4 (stride 4) at 32²
     datamodule = _datamodule(synthetic_root)
     engine = Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     engine.fit(model, datamodule=datamodule)
@@ -220,7 +220,8 @@ def test_mahalanobis_statistics_are_measured_on_the_training_images_during_fit(
     # the same statistics, computed here from the training images with the trained weights
     with model.model.evaluating(), torch.no_grad():
         images = torch.cat([model.pre_processor.transform(batch.image) for batch in datamodule.train_dataloader()])
-        residual = model.model.fen_features(images) - model.model.generate(images)[0]
+        fen, encoder, _ = model.model.scored_features(images)
+        residual = fen - encoder
     assert images.shape[0] == 8
     torch.testing.assert_close(generator.feature_residual_mean[0], residual.mean(0), rtol=1e-4, atol=1e-5)
     std = residual.std(0, unbiased=False)

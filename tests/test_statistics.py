@@ -76,8 +76,9 @@ def test_both_halves_of_f_are_measured_with_each_image_left_out() -> None:
     measure_statistics(model, _batches(images))
     generator = model.anomaly_map_generator
     with torch.no_grad():
-        fen, encoder = model.fen_features(images).double(), model.encode(images).double()
-        cells = generator.memory_cells(fen, encoder).double()  # (7·16, 512)
+        fen, encoder, _ = model.scored_features(images)  # relu3_4 beside relu4_4 upsampled: 8x8 cells at 32²
+        fen, encoder = fen.double(), encoder.double()
+        cells = generator.memory_cells(fen, encoder).double()  # (7·64, 768)
     per_image = cells.shape[0] // 7
     owner = torch.arange(7).repeat_interleave(per_image)
     # which image each memory row came from: the memory keeps rows of the cells, unchanged
@@ -99,7 +100,7 @@ def test_both_halves_of_f_are_measured_with_each_image_left_out() -> None:
     assert nearest.min() > 0  # no left-out distance is 0
     # F's train_stats: the hybrid of those same left-out distances, upsampled to pixels
     z = ((maha - expected[0, 0]) / expected[0, 1] + (nearest - expected[1, 0]) / expected[1, 1]) / 2**0.5
-    pixels = generator.upsample(z.view(7, 1, 4, 4).float(), (32, 32))
+    pixels = generator.upsample(z.view(7, 1, *generator.feature_shape[1:]).float(), (32, 32))
     torch.testing.assert_close(
         generator.feature_stats, torch.tensor([pixels.mean(), pixels.std(unbiased=False)]), rtol=1e-3, atol=1e-4
     )
@@ -128,14 +129,14 @@ def test_too_few_images_or_a_memory_of_one_image_is_refused_by_name() -> None:
     torch.manual_seed(0)
     one_row = FeganModel((32, 32), pre_trained=False, feature_distance="nearest", memory_size=1).eval()
     measure_statistics(one_row, _batches(torch.rand(3, 3, 32, 32)))  # two images measure against the third's row
-    assert one_row.anomaly_map_generator.memory_bank.shape == (1, 512)
+    assert one_row.anomaly_map_generator.memory_bank.shape == (1, 768)
     assert torch.isfinite(one_row.anomaly_map_generator.feature_stats).all()
 
 
 def test_fit_fills_the_memory_from_the_fitted_images(synthetic_root: Path, tmp_path: Path) -> None:
     model, _, datamodule = _fit(synthetic_root, tmp_path)
     generator = model.model.anomaly_map_generator
-    assert generator.memory_bank.shape == (40, 512)  # 6 fitted images x 16 cells at 32² (VGG19 relu4_4): coreset 40
+    assert generator.memory_bank.shape == (40, 768)  # 6 fitted images x 64 cells (VGG19 relu3_4 + relu4_4): coreset 40
     assert not generator.needs_train_stats
     assert torch.isfinite(generator.feature_stats).all() and torch.isfinite(generator.residual_stats).all()
     # the memory comes from the images the generator was fitted to, not the planted validation's
@@ -176,8 +177,8 @@ def test_the_default_hybrid_standardises_each_distance_on_the_training_cells(
     assert not generator.needs_train_stats
     (maha_mean, maha_std), (near_mean, near_std) = generator.distance_stats.tolist()
     assert maha_std > 0 and near_std > 0 and near_mean > 0
-    fen = torch.rand(2, 512, 4, 4)
-    encoder = torch.rand(2, 512, 4, 4)
+    fen = torch.rand(2, *generator.feature_shape)
+    encoder = torch.rand(2, *generator.feature_shape)
     parts = generator.cell_distances(fen, encoder)
     expected = ((parts["mahalanobis"] - maha_mean) / maha_std + (parts["nearest"] - near_mean) / near_std) / 2**0.5
     torch.testing.assert_close(generator.combine(parts), expected)

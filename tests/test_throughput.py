@@ -164,11 +164,11 @@ def test_losses_and_maps_are_float32_under_bf16_autocast() -> None:
     generator = model.anomaly_map_generator
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():  # a memory of near copies of these cells: small distances between large norms
-        cells = generator.memory_cells(model.fen_features(images), model.encode(images))
+        cells = generator.memory_cells(*model.scored_features(images)[:2])
     generator.set_memory(cells + 0.01 * torch.randn(cells.shape, generator=torch.Generator().manual_seed(0)))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         residual, feature, reconstruction = model.component_maps(images)
-        encoder, fen = model.encode(images), model.fen_features(images)
+        fen, encoder, _ = model.scored_features(images)
         cells = generator.memory_cells(fen, encoder)
         distance = nearest_distance(cells, generator.memory_bank)
     assert reconstruction.dtype == torch.bfloat16  # autocast did run the networks in bf16
