@@ -341,22 +341,24 @@ class FeganModel(nn.Module):
             tap, fine = _run_stack(self.fen, self.normalize(images), self.fine_index)
         return _join(tap, fine)
 
-    def generate_scored(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``θ(x)`` as F reads it (the tap's, or the fine tap's beside it) and ``G(x)`` from the tap's."""
+    def generate_scored(
+        self, images: torch.Tensor, *, reconstruct: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``θ(x)`` as F reads it (the tap's, or the fine tap's beside it) and ``G(x)`` from the tap's (or ``None``)."""
         tap, fine = _run_stack(self.encoder, self.normalize(images), self.fine_index)
-        return _join(tap, fine), self.decoder(tap)
+        return _join(tap, fine), self.decoder(tap) if reconstruct else None
 
     def scored_features(
-        self, images: torch.Tensor, fen_features: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        self, images: torch.Tensor, fen_features: torch.Tensor | None = None, *, reconstruct: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """``θ*(x)`` and ``θ(x)`` as F compares them, and ``G(x)``: what scoring and its statistics read.
 
         At the tap; with a ``fine_tap``, each network's features there with its tap features upsampled to that grid
         and appended **[A7d]**. ``fen_features``: the FEN's features of ``images`` when the caller has them (the FEN
         cache), used when they are what F reads (the tap's, or both when the feature loss read both); computed
-        otherwise. ``θ*`` is ``None`` without the FEN.
+        otherwise. ``θ*`` is ``None`` without the FEN; ``G(x)`` without ``reconstruct`` (the per-cell pass needs none).
         """
-        encoder_features, reconstruction = self.generate_scored(images)
+        encoder_features, reconstruction = self.generate_scored(images, reconstruct=reconstruct)
         if not self.use_fen:
             return None, encoder_features, reconstruction
         if fen_features is None or tuple(fen_features.shape[1:]) != tuple(encoder_features.shape[1:]):

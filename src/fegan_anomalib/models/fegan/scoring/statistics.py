@@ -92,7 +92,7 @@ def _per_cell_statistics(model: FeganModel, batches: Iterable[CleanBatch], reduc
     generator = model.anomaly_map_generator
     sums, count = None, 0
     for batch in batches:
-        fen, encoder_features, _ = model.scored_features(batch.images, batch.fen_features)
+        fen, encoder_features, _ = model.scored_features(batch.images, batch.fen_features, reconstruct=False)
         moments = generator.feature_residual_moments(fen, encoder_features)
         sums = moments if sums is None else sums + moments
         count += batch.images.shape[0]
