@@ -134,6 +134,24 @@ def test_image_score_is_the_max_or_the_mean_of_the_top_share() -> None:
         _generator(image_score_top_ratio=1.0)
 
 
+def test_image_score_from_the_feature_map_reads_standardised_f_before_r_and_the_blur() -> None:
+    images, reconstruction, fen, encoder = _inputs()  # F = 4 on the bottom-right cell, R = sqrt(3) at (0, 0)
+    encoder[0, :, 0, 0] = 0.5  # F = 1 on the top-left cell: R and F now peak in opposite corners
+    settings = {"feature_map_weight": 0.5, "component_norm": "train_stats", "sigma": 1.0, "image_score_top_ratio": 0.0}
+    from_s, from_f = (_generator(**settings, image_score_from=name) for name in ("anomaly_map", "feature_map"))
+    for generator in (from_s, from_f):
+        generator.set_train_stats(residual=(0.5, 0.25), feature=(2.0, 0.5))
+    residual, feature = from_s.components(images, reconstruction, fen, encoder)
+    map_s, score_s = from_s.score(residual, feature)
+    map_f, score_f = from_f.score(residual, feature)
+    torch.testing.assert_close(map_f, map_s)  # the map is S either way
+    torch.testing.assert_close(score_s, map_s.flatten(1).amax(1))  # Eq. 10: the blurred S's maximum
+    assert score_f.tolist() == [pytest.approx((4.0 - 2.0) / 0.5)]  # F's maximum, standardised, unblurred
+    assert float(score_f) > float(score_s)
+    with pytest.raises(ValueError, match="image_score_from"):
+        _generator(image_score_from="residual_map")
+
+
 def test_mahalanobis_ridge_adds_a_share_of_the_mean_variance_and_is_a_scoring_option() -> None:
     images, reconstruction, fen, encoder = _inputs()
     plain = _generator(feature_map_weight=1.0, feature_distance="mahalanobis", feature_shape=(4, 2, 2))
@@ -247,7 +265,13 @@ def test_reset_statistics_forgets_every_measurement() -> None:
 
 def test_the_generator_defaults_are_the_settings_table() -> None:
     generator = AnomalyMapGenerator(feature_shape=(4, 2, 2))
-    for name in ("feature_map_weight", "component_norm", "feature_distance", "image_score_top_ratio"):
+    for name in (
+        "feature_map_weight",
+        "component_norm",
+        "feature_distance",
+        "image_score_top_ratio",
+        "image_score_from",
+    ):
         assert getattr(generator, name) == DEFAULTS[name], name
     assert (generator.mahalanobis_ridge, generator.memory_size) == (
         DEFAULTS["mahalanobis_ridge"],

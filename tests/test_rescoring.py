@@ -12,6 +12,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from fegan_anomalib import Fegan
+from fegan_anomalib.models.fegan.defaults import STATISTICS_SETTINGS
 from fegan_anomalib.models.fegan.scoring.statistics import MEMORY_SEED, CleanBatch, measure_statistics
 
 from .conftest import TINY, anomalib_cli, checkpoint_of, cli_data
@@ -52,6 +53,7 @@ OPTIONS = [
     {"mahalanobis_ridge": 0.0},
     {"memory_size": 8},
     {"feature_map_weight": 0.5},
+    {"image_score_from": "feature_map"},  # [A8c]: the image score from F, no statistic to measure
     {"fine_tap": "none"},  # the statistics of another grid (4x4, 512 channels) than the checkpoint's (relu3_4 beside)
 ]
 
@@ -93,7 +95,8 @@ def test_rescoring_a_checkpoint_measures_what_the_setting_needs_from_the_checkpo
     with caplog.at_level("INFO"):
         (metrics,) = Engine(default_root_dir=tmp_path, logger=False).test(rescored, datamodule=datamodule)
     measured = [r.message for r in caplog.records if "measuring the scoring statistics" in r.message]
-    assert len(measured) == (0 if "feature_map_weight" in option else 1), measured
+    measures = bool(set(option) & set(STATISTICS_SETTINGS))
+    assert len(measured) == (1 if measures else 0), measured
     assert any("thresholds re-learnt" in r.message for r in caplog.records)  # the checkpoint's are another scale's
     assert all(0.0 <= metrics[name] <= 1.0 for name in METRICS)
     reference = Fegan(**{**SMALL, **option})
@@ -101,7 +104,7 @@ def test_rescoring_a_checkpoint_measures_what_the_setting_needs_from_the_checkpo
         k: v for k, v in torch.load(checkpoint, weights_only=False)["state_dict"].items() if "anomaly_map" not in k
     }
     reference.load_state_dict(networks, strict=False)
-    if option.get("feature_map_weight"):  # λ needs no statistic: the checkpoint's stand
+    if not measures:  # λ and the image score's map need no statistic: the checkpoint's stand
         reference.model.anomaly_map_generator.load_state_dict(default_fit[0].model.anomaly_map_generator.state_dict())
     else:
         measure_statistics(reference.model, _training_batches(reference, datamodule))
@@ -112,8 +115,10 @@ def test_rescoring_a_checkpoint_measures_what_the_setting_needs_from_the_checkpo
         torch.testing.assert_close(value, expected[key], rtol=1e-3, atol=1e-5, equal_nan=True, msg=key)
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected_map = reference.model.eval()(images).anomaly_map
-        torch.testing.assert_close(rescored.model.eval()(images).anomaly_map, expected_map, rtol=1e-3, atol=1e-2)
+        expected = reference.model.eval()(images)
+        actual = rescored.model.eval()(images)
+    torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map, rtol=1e-3, atol=1e-2)
+    torch.testing.assert_close(actual.pred_score, expected.pred_score, rtol=1e-3, atol=1e-2)
 
 
 def test_rescoring_with_another_memory_equals_fitting_with_it(

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "mahalanobis_ridge": 0.3,  # [A7b]
     "memory_size": 4096,  # [A7c]
     "fine_tap": "previous_block",  # [A7d]: F also reads the stage before the tap's (relu3_4 beside relu4_4)
+    "image_score_from": "anomaly_map",  # [A8c]: S, as Eq. 10; "feature_map" reads F alone
     "channels_last": True,
 }
 
@@ -54,6 +55,7 @@ SCORING_SETTINGS = (
     "mahalanobis_ridge",
     "memory_size",
     "fine_tap",
+    "image_score_from",
 )
 STATISTICS_SETTINGS = ("component_norm", "feature_distance", "mahalanobis_ridge", "memory_size", "fine_tap")
 # the scoring settings FeganModel reads itself (they pick the features F is computed from); its AnomalyMapGenerator

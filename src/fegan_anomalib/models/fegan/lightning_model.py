@@ -92,6 +92,8 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         fine_tap (str): an earlier layer whose residual F reads too, on its finer grid: ``"previous_block"`` (the last
             ReLU of the stage before the tap's: ``relu3_4``, VGG16 ``relu3_3``), a layer name, or ``"none"`` (the tap
             alone, the paper) **[A7d]**. Defaults to ``"previous_block"``.
+        image_score_from (str): the map the image score is read from: ``"anomaly_map"`` (S, Eq. 10) or
+            ``"feature_map"`` (F alone, before R and the blur) **[A8c]**. Defaults to ``"anomaly_map"``.
         use_discriminator, use_fen, use_augmenter (bool): Table 7's components. Default ``True``.
         augmenter (str): a class of ``augmentation`` (``MultiScaleSelfEnhancement``, ``Cutout``, ``CutoutColour``,
             ``RIAD``, ``SCADN``: Table 6) or a dotted class path; ``augmenter_args`` its further arguments.
@@ -133,6 +135,7 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         mahalanobis_ridge: float | None = None,
         memory_size: int | None = None,
         fine_tap: str | None = None,
+        image_score_from: str | None = None,
         use_discriminator: bool | None = None,
         use_fen: bool | None = None,
         use_augmenter: bool = True,
@@ -349,11 +352,9 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
     def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
         """Score as inference does, keeping R and F apart for the F-only and R-only AUROCs (``val_F_*``/``val_R_*``)."""
         residual, feature, _ = self.model.component_maps(batch.image)
-        anomaly_map = self.model.anomaly_map_generator.fuse(residual, feature)
+        anomaly_map, pred_score = self.model.anomaly_map_generator.score(residual, feature)
         self.component_auroc.update(residual, feature, batch.gt_label, batch.gt_mask)
-        return batch.update(
-            pred_score=self.model.anomaly_map_generator.image_score(anomaly_map), anomaly_map=anomaly_map
-        )
+        return batch.update(pred_score=pred_score, anomaly_map=anomaly_map)
 
     def on_validation_epoch_end(self) -> None:
         """Log the F-only and R-only image/pixel AUROCs of this validation (``val_F_*``, ``val_R_*``)."""

@@ -179,7 +179,8 @@ class FeganModel(nn.Module):
             before the tap's (``relu3_4`` beside VGG19's ``relu4_4``), a layer name picks one (``"relu3_3"``),
             ``"none"`` reads the tap alone (Eq. 6). A scoring setting: it changes no weight, only the statistics.
         **scoring: :class:`AnomalyMapGenerator`'s arguments (``defaults.SCORING_SETTINGS``: λ, ``component_norm``,
-            ``sigma``, ``feature_distance``, ``image_score_top_ratio``, ``mahalanobis_ridge``, ``memory_size``).
+            ``sigma``, ``feature_distance``, ``image_score_top_ratio``, ``mahalanobis_ridge``, ``memory_size``,
+            ``image_score_from``).
 
     Example:
         >>> model = FeganModel((64, 64), pre_trained=False, feature_distance="l2", component_norm="none").eval()
@@ -233,6 +234,7 @@ class FeganModel(nn.Module):
         self.discriminator = Discriminator(tuple(image_size)) if use_discriminator else None
         if not use_fen:  # R alone: no F to weigh or measure
             scoring = {**scoring, "feature_map_weight": 0.0, "feature_distance": "l2"}
+            scoring["image_score_from"] = "anomaly_map"
         self.fine_tap = fine_tap
         self.fine_index = _fine_index(self.fen, backbone, tap, fine_tap)
         if self.fine_index is not None:  # F on the fine grid, the fine tap's channels then the tap's
@@ -327,8 +329,8 @@ class FeganModel(nn.Module):
                 fen_features = self.fen_scored_features(target) if scored else self.fen_features(target)
             return TrainOutput(fen_features if self.use_fen else None, encoder_features, reconstruction)
         maps = self.component_maps(images)
-        anomaly_map = self.anomaly_map_generator.fuse(maps.residual, maps.feature)
-        return InferenceBatch(pred_score=self.anomaly_map_generator.image_score(anomaly_map), anomaly_map=anomaly_map)
+        anomaly_map, pred_score = self.anomaly_map_generator.score(maps.residual, maps.feature)
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
     def fen_features(self, images: torch.Tensor) -> torch.Tensor:
         """FEN features ``θ*(x)``, computed without gradient (the FEN is frozen)."""

@@ -15,6 +15,8 @@ The departures, each a constructor argument with the paper's reading kept (docs/
   ``"mahalanobis+nearest"`` sums both halves, each standardised on training images that it was not fitted to.
 - **[A8b]** the image score is the mean of the map's top ``image_score_top_ratio`` pixels, not Eq. 10's maximum: one
   pixel of a full-resolution map is its noisiest statistic.
+- **[A8c]** ``image_score_from="feature_map"``: the image score is read from F alone (standardised, before R is fused
+  and before the blur); the map S is unchanged. Eq. 10 reads S.
 
 Every statistic is a buffer, NaN (or an empty memory) until ``statistics.measure_statistics`` fills it, so checkpoints
 and exported graphs carry them and an unmeasured model refuses to score instead of scoring with a silent identity.
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 COMPONENT_NORMS = ("none", "train_stats")
 FEATURE_DISTANCES = ("l2", "mahalanobis", "nearest", "mahalanobis+nearest")
+IMAGE_SCORE_MAPS = ("anomaly_map", "feature_map")
 # a channel whose residual never varied on the training images (e.g. a ReLU dead at that cell in both
 # networks) is floored at this fraction of the mean variance instead of dividing by ~0
 VARIANCE_FLOOR = 1e-3
@@ -76,6 +79,8 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         mahalanobis_ridge: with ``"mahalanobis"``, divide by ``sqrt(var + ridge·mean(var))``; ``0`` is plain
             per-cell whitening **[A7b]**.
         memory_size: with ``"nearest"``, the most training cells the memory keeps (a k-center coreset beyond it).
+        image_score_from: the map the image score is read from: ``"anomaly_map"`` S (Eq. 10) or ``"feature_map"``
+            F alone, before R is fused and before the blur **[A8c]**.
 
     Every default is ``defaults.DEFAULTS``'s, the product's.
 
@@ -97,6 +102,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         image_score_top_ratio: float = DEFAULTS["image_score_top_ratio"],
         mahalanobis_ridge: float = DEFAULTS["mahalanobis_ridge"],
         memory_size: int = DEFAULTS["memory_size"],
+        image_score_from: str = DEFAULTS["image_score_from"],
     ) -> None:
         super().__init__()
         if mahalanobis_ridge < 0:
@@ -105,12 +111,14 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         if not 0.0 <= image_score_top_ratio < 1.0:
             msg = f"image_score_top_ratio must lie in [0, 1), got {image_score_top_ratio}; 0 is the maximum (Eq. 10)."
             raise ValueError(msg)
-        if component_norm not in COMPONENT_NORMS:
-            msg = f"component_norm must be one of {COMPONENT_NORMS}, got '{component_norm}'."
-            raise ValueError(msg)
-        if feature_distance not in FEATURE_DISTANCES:
-            msg = f"feature_distance must be one of {FEATURE_DISTANCES}, got '{feature_distance}'."
-            raise ValueError(msg)
+        for name, value, choices in (
+            ("component_norm", component_norm, COMPONENT_NORMS),
+            ("feature_distance", feature_distance, FEATURE_DISTANCES),
+            ("image_score_from", image_score_from, IMAGE_SCORE_MAPS),
+        ):
+            if value not in choices:
+                msg = f"{name} must be one of {choices}, got '{value}'."
+                raise ValueError(msg)
         if feature_distance != "l2" and feature_shape is None:
             msg = (
                 f"feature_distance={feature_distance!r} needs feature_shape, the (channels, height, width) of the tap."
@@ -124,6 +132,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
             raise ValueError(msg)
         self.mahalanobis_ridge = mahalanobis_ridge
         self.image_score_top_ratio = image_score_top_ratio
+        self.image_score_from = image_score_from
         self.memory_size = memory_size
         self.feature_shape = feature_shape
         self.feature_map_weight = feature_map_weight
@@ -293,6 +302,12 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
             self.feature_stats.copy_(torch.tensor(feature))
         logger.info("FEGAN train_stats: R mean/std %.4g/%.4g, F %s", *residual, feature)
 
+    def standardised_feature(self, feature: torch.Tensor) -> torch.Tensor:
+        """F as Eq. 8 weighs it: standardised by its training (mean, std) with ``"train_stats"``, else as it is."""
+        if self.component_norm == "train_stats":
+            return (feature - self.feature_stats[0]) / self.feature_stats[1]
+        return feature
+
     def fuse(self, residual: torch.Tensor, feature: torch.Tensor | None) -> torch.Tensor:
         """Eq. 8 on the (optionally standardised) components, then the optional blur."""
         if self.component_norm == "train_stats":
@@ -300,12 +315,18 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         if feature is None:
             anomaly_map = residual
         else:
-            if self.component_norm == "train_stats":
-                feature = (feature - self.feature_stats[0]) / self.feature_stats[1]
+            feature = self.standardised_feature(feature)
             anomaly_map = self.feature_map_weight * feature + (1.0 - self.feature_map_weight) * residual
         if self.blur is not None:
             anomaly_map = self.blur(anomaly_map.unsqueeze(1)).squeeze(1)
         return anomaly_map
+
+    def score(self, residual: torch.Tensor, feature: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the anomaly map S (B, H, W) and the image scores (B,) read from S or from F **[A8c]**."""
+        anomaly_map = self.fuse(residual, feature)
+        if self.image_score_from == "feature_map" and feature is not None:
+            return anomaly_map, self.image_score(self.standardised_feature(feature))
+        return anomaly_map, self.image_score(anomaly_map)
 
     def image_score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
         """Per-image score of (B, H, W) maps: their maximum (Eq. 10), or the mean of their top share **[A8b]**."""
