@@ -22,13 +22,21 @@ from fegan_anomalib.deploy.infer import load_rgb, main, run
 from .conftest import TINY, anomalib_cli, checkpoint_of
 
 
+@pytest.mark.parametrize("scoring", [{}, {"image_score_from": "feature_map"}], ids=["default", "score-from-F"])
 def test_openvino_fp32_matches_torch(
-    trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    scoring: dict[str, str],
+    trained: tuple[Path, str],
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # OpenVINOInferencer writes ./openvino_cache
-    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0])).eval()
+    # score-from-F keeps the checkpoint's thresholds (another scale's; a test would re-learn them): both sides use the
+    # same ones, so the scores and labels must still agree
+    model = Fegan.load_from_checkpoint(checkpoint_of(trained[0]), **scoring).eval()
     generator = model.model.anomaly_map_generator
     assert generator.feature_distance == "mahalanobis+nearest" and generator.memory_bank.shape[0] > 0  # the default
+    assert generator.image_score_from == scoring.get("image_score_from", "anomaly_map")
     xml = model.to_openvino(export_root=tmp_path)
     graph = xml.read_text()
     assert "discriminator" not in graph.lower()  # training-only parts stay out of the graph
