@@ -233,8 +233,12 @@ class FeganModel(nn.Module):
         self.decoder = Decoder(channels, int(math.log2(fen_stride)))
         self.discriminator = Discriminator(tuple(image_size)) if use_discriminator else None
         if not use_fen:  # R alone: no F to weigh or measure
-            scoring = {**scoring, "feature_map_weight": 0.0, "feature_distance": "l2"}
-            scoring["image_score_from"] = "anomaly_map"
+            scoring = {
+                **scoring,
+                "feature_map_weight": 0.0,
+                "feature_distance": "l2",
+                "image_score_from": "anomaly_map",
+            }
         self.fine_tap = fine_tap
         self.fine_index = _fine_index(self.fen, backbone, tap, fine_tap)
         if self.fine_index is not None:  # F on the fine grid, the fine tap's channels then the tap's
