@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 import torch
 from anomalib.data import MVTecAD
+from anomalib.deploy import ExportType
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from fegan_anomalib import Fegan
+from fegan_anomalib.callbacks import SaveRescoredCheckpoint
 from fegan_anomalib.models.fegan.defaults import STATISTICS_SETTINGS
 from fegan_anomalib.models.fegan.scoring.statistics import MEMORY_SEED, CleanBatch, measure_statistics
 
@@ -152,12 +154,89 @@ def test_a_rescoring_that_cannot_be_measured_is_refused_naming_the_setting(
 def test_the_readme_rescoring_command_works_on_a_cli_checkpoint(
     trained: tuple[Path, str], synthetic_root: Path, tmp_path: Path
 ) -> None:
-    """README, "Choosing a setting": `anomalib test --ckpt_path CKPT --model.feature_distance nearest` rescores."""
+    """README: `anomalib test --ckpt_path CKPT --model.feature_distance nearest` rescores; kept, it exports so.
+
+    `anomalib export --ckpt_path` reloads a checkpoint alone, so the rescoring goes through SaveRescoredCheckpoint.
+    """
     tested = anomalib_cli(
         "test", "--model", "FEGAN", *TINY, "--ckpt_path", str(checkpoint_of(trained[0])),
-        "--model.feature_distance", "nearest", "--model.memory_size", "16", *cli_data(synthetic_root), cwd=tmp_path,
+        "--model.feature_distance", "nearest", "--model.memory_size", "16", *cli_data(synthetic_root),
+        "--trainer.callbacks+=fegan_anomalib.callbacks.SaveRescoredCheckpoint",
+        "--trainer.callbacks.path", "rescored.ckpt", cwd=tmp_path,
     )  # fmt: skip
     output = tested.stdout + tested.stderr
     assert tested.returncode == 0, output[-3000:]
     assert "measuring the scoring statistics (component_norm=train_stats, feature_distance=nearest" in output
     assert "memory_size=16" in output and "pixel_AUROC" in output
+    anomalib_cli(
+        "export", "--model", "FEGAN", "--ckpt_path", "rescored.ckpt", "--export_type", "torch",
+        "--default_root_dir", "export", cwd=tmp_path,
+    )  # fmt: skip
+    (path,) = (tmp_path / "export").rglob("model.pt")
+    generator = torch.load(path, weights_only=False)["model"].model.anomaly_map_generator
+    assert (generator.feature_distance, generator.memory_bank.shape[0]) == ("nearest", 16)
+
+
+THRESHOLDS = ("_image_threshold", "_pixel_threshold", "image_min", "image_max", "pixel_min", "pixel_max")
+
+
+def _thresholds(model: Any) -> dict[str, float]:
+    return {name: float(getattr(model.post_processor, name)) for name in THRESHOLDS}
+
+
+def test_a_rescored_checkpoint_exports_only_after_its_thresholds_are_relearnt(
+    default_fit: tuple[Fegan, dict[str, float], Path], synthetic_root: Path, tmp_path: Path
+) -> None:
+    """σ needs no statistic, but its scores live on another scale: the checkpoint's thresholds would mislabel."""
+    checkpoint = default_fit[2]
+    rescored = Fegan.load_from_checkpoint(checkpoint, sigma=4.0, visualizer=False)
+    with pytest.raises(RuntimeError, match=r"Cannot export: the scoring settings sigma differ from the checkpoint's"):
+        rescored.to_torch(export_root=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    stale = _thresholds(rescored)
+    Engine(default_root_dir=tmp_path, logger=False, enable_progress_bar=False).predict(
+        rescored, datamodule=_datamodule(synthetic_root)
+    )  # a predict re-learns them as a test does, on the datamodule's validation set
+    relearnt = _thresholds(rescored)
+    assert relearnt["_image_threshold"] != pytest.approx(stale["_image_threshold"], rel=1e-3)
+    exported = torch.load(rescored.to_torch(export_root=tmp_path / "export"), weights_only=False)["model"]
+    assert _thresholds(exported) == pytest.approx(relearnt)
+    assert exported.model.anomaly_map_generator.blur is not None  # σ 4 (the checkpoint's σ 0 has none)
+
+
+def test_save_rescored_checkpoint_keeps_a_tests_scoring_for_export(
+    default_fit: tuple[Fegan, dict[str, float], Path], synthetic_root: Path, tmp_path: Path
+) -> None:
+    """`anomalib export --ckpt_path` reloads the checkpoint alone: the rescoring must be in one to be exported."""
+    checkpoint, written = default_fit[2], tmp_path / "kept" / "rescored.ckpt"
+    option = {"feature_distance": "nearest", "sigma": 4.0, "image_score_from": "feature_map"}  # README's tire row
+    tested = Fegan(**{**SMALL, **option})  # as the CLI builds it: the typed settings, then the checkpoint
+    engine = Engine(
+        default_root_dir=tmp_path, logger=False, enable_progress_bar=False, callbacks=[SaveRescoredCheckpoint(written)]
+    )
+    engine.test(tested, datamodule=_datamodule(synthetic_root), ckpt_path=checkpoint)
+    recorded = torch.load(written, weights_only=False)["fegan_scoring"]
+    assert {name: recorded[name] for name in option} == option
+    # as `anomalib export --model FEGAN --ckpt_path rescored.ckpt` does: a default model, the checkpoint reloaded alone
+    path = Engine(default_root_dir=tmp_path).export(
+        Fegan(), ExportType.TORCH, export_root=tmp_path / "export", ckpt_path=written
+    )
+    exported = torch.load(path, weights_only=False)["model"]
+    generator = exported.model.anomaly_map_generator
+    assert (generator.feature_distance, generator.image_score_from) == ("nearest", "feature_map")
+    assert generator.blur is not None  # σ 4 (the checkpoint's σ 0 has none)
+    assert _thresholds(exported) == pytest.approx(_thresholds(tested))
+    assert _thresholds(tested) != pytest.approx(_thresholds(default_fit[0]))  # re-learnt, not the checkpoint's
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, actual = tested.model.eval()(images), exported.model.eval()(images)
+    torch.testing.assert_close(actual.pred_score, expected.pred_score)
+    torch.testing.assert_close(actual.anomaly_map, expected.anomaly_map)
+
+
+def test_save_rescored_checkpoint_needs_the_checkpoint_it_rewrites(synthetic_root: Path, tmp_path: Path) -> None:
+    """A test of an in-memory model has no checkpoint to rewrite: refused before the test runs, naming the fix."""
+    engine = Engine(default_root_dir=tmp_path, logger=False, callbacks=[SaveRescoredCheckpoint(tmp_path / "x.ckpt")])
+    with pytest.raises(ValueError, match=r"give the test one \(`anomalib test --ckpt_path CKPT`"):
+        engine.test(Fegan(**SMALL, feature_distance="l2"), datamodule=_datamodule(synthetic_root))
+    assert not (tmp_path / "x.ckpt").exists()

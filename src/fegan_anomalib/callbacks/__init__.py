@@ -9,10 +9,11 @@
 | ``LearningCurves`` | per-epoch losses, gradient shares, validation figures (CSV + PNG) |
 | ``TrainingImages`` | a fixed batch's input, augmented input, reconstruction, F and R |
 | ``PlantedValidation`` | label-free validation: held-out normals, half of them planted |
+| ``SaveRescoredCheckpoint`` | a test's rescoring (settings, statistics, thresholds) written as a checkpoint to export |
 
 FEGAN adds the first six to every run itself (``Fegan.configure_callbacks``), so they live with the model,
 one per module, in ``fegan_anomalib/models/fegan/callbacks/`` and are re-exported here. ``PlantedValidation``
-is one a user adds: it stays here (``planted_validation.py``). ``models/`` never imports this package
+and ``SaveRescoredCheckpoint`` are ones a user adds: they stay here. ``models/`` never imports this package
 (``tests/test_layering.py``).
 """
 
@@ -27,12 +28,14 @@ from fegan_anomalib.models.fegan.callbacks import (
 )
 
 from .planted_validation import PlantedValidation
+from .save_rescored import SaveRescoredCheckpoint
 
 __all__ = [
     "BroadcastBuffers",
     "LearningCurves",
     "PlantedValidation",
     "ResumableTrainLoader",
+    "SaveRescoredCheckpoint",
     "SaveTestMetrics",
     "TrainingImages",
     "ValidateData",

@@ -123,14 +123,26 @@ def check_train_stats(anomaly_map_generator: nn.Module, action: str) -> None:
         raise RuntimeError(msg)
 
 
-def check_exportable(post_processor: Any, anomaly_map_generator: nn.Module) -> None:
-    """Refuse to export a model whose post-processor (or ``train_stats``) was never fitted.
+def check_exportable(post_processor: Any, anomaly_map_generator: nn.Module, rescored: list[str]) -> None:
+    """Refuse to export a model whose post-processor (or ``train_stats``) was never fitted, or fitted to another score.
 
     anomalib's PostProcessor starts with NaN thresholds and min/max and learns them in validation;
     exported before that, every score of the graph is NaN (and OpenVINO's INT8 quantisation fails
-    deep inside with NaN clamp bounds), so the user is told here instead.
+    deep inside with NaN clamp bounds), so the user is told here instead. A checkpoint loaded with other
+    scoring settings (``rescored``) holds thresholds and min/max learnt on its own score's scale until a test
+    re-learns them: exported as it is, its labels and normalised scores would be another scoring's.
     """
     check_train_stats(anomaly_map_generator, "export")
+    if rescored:
+        msg = (
+            f"Cannot export: the scoring settings {', '.join(rescored)} differ from the checkpoint's, whose thresholds "
+            "and normalisation were learnt for its own scoring. Test first, which measures what the settings need "
+            "and re-learns them: in Python `engine.test(model, datamodule=...)` and then `engine.export(model, ...)` "
+            "without ckpt_path; on the command line `anomalib test ... --ckpt_path CKPT --model.<setting> ... "
+            "--trainer.callbacks+=fegan_anomalib.callbacks.SaveRescoredCheckpoint "
+            "--trainer.callbacks.path rescored.ckpt`, then `anomalib export --ckpt_path rescored.ckpt`."
+        )
+        raise RuntimeError(msg)
     if not isinstance(post_processor, PostProcessor):
         return
     needed: dict[str, torch.Tensor] = {}
@@ -319,7 +331,7 @@ class CheckpointGuards:
 
     def to_torch(self, *args: Any, **kwargs: Any) -> Any:
         """Export to torch (anomalib's), for a model with fitted thresholds only (:func:`check_exportable`)."""
-        check_exportable(self.post_processor, self.model.anomaly_map_generator)
+        check_exportable(self.post_processor, self.model.anomaly_map_generator, self.rescored)
         return super().to_torch(*args, **kwargs)
 
     def to_onnx(self, *args: Any, **kwargs: Any) -> Any:
@@ -329,7 +341,7 @@ class CheckpointGuards:
         down-conversion of this graph fails, printing a traceback and keeping 18 ("The model was not modified");
         asking for 18 writes the same graph without the traceback.
         """
-        check_exportable(self.post_processor, self.model.anomaly_map_generator)
+        check_exportable(self.post_processor, self.model.anomaly_map_generator, self.rescored)
         kwargs.setdefault("opset_version", ONNX_OPSET)
         return super().to_onnx(*args, **kwargs)
 

@@ -105,8 +105,11 @@ class StrategyReduce(Reduce):
         return torch.cat([gathered[rank, :count] for rank, count in enumerate(counts)])
 
 
-def relearn_thresholds(module: Fegan) -> None:
-    """Re-learn the post-processor's thresholds and normalisation on the datamodule's validation set, as a fit does."""
+def relearn_thresholds(module: Fegan) -> bool:
+    """Re-learn the post-processor's thresholds and normalisation on the datamodule's validation set, as a fit does.
+
+    Returns whether they were re-learnt (a datamodule without a validation set has nothing to learn them on).
+    """
     trainer, post_processor = module.trainer, module.post_processor
     datamodule = trainer.datamodule
     loader = datamodule.val_dataloader() if datamodule is not None and hasattr(datamodule, "val_data") else None
@@ -115,7 +118,7 @@ def relearn_thresholds(module: Fegan) -> None:
             "FEGAN: no validation set to re-learn the thresholds on: this run's normalised scores and labels use the "
             "checkpoint's thresholds, learnt for its own scoring."
         )
-        return
+        return False
     with module.model.evaluating(), torch.no_grad():
         for batch in loader:
             moved = move_data_to_device(batch, module.device)
@@ -125,6 +128,7 @@ def relearn_thresholds(module: Fegan) -> None:
             post_processor.on_validation_batch_end(trainer, module, scored, scored, 0)
     post_processor.on_validation_epoch_end(trainer, module)
     logger.info("FEGAN: thresholds re-learnt on %d validation images for the new scoring.", len(loader.dataset))
+    return True
 
 
 def _run_hook(callback: Any, name: str, *args: Any) -> None:
@@ -174,7 +178,7 @@ class StatisticsSchedule:
         self._statistics_for("test")
 
     def on_predict_start(self) -> None:
-        """As a test: measure the statistics a setting needs, or refuse."""
+        """As a test: measure the statistics a setting needs, or refuse; re-learn a rescoring's thresholds."""
         self.model.load_fen_weights()
         self._statistics_for("predict")
 
@@ -196,6 +200,6 @@ class StatisticsSchedule:
                 action,
             )
             self.measure_statistics(force=True)
-        if (measured or self.rescored) and action == "test":  # a new scale: the checkpoint's thresholds are stale
-            relearn_thresholds(self)
+        # a new scale: the checkpoint's thresholds are stale (labels, normalised scores); export refuses until re-learnt
+        if (measured or self.rescored) and relearn_thresholds(self):
             self.rescored = []
