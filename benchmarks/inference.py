@@ -128,6 +128,8 @@ def openvino_rows(
             except RuntimeError as error:  # reported, not hidden: the table says which variant failed
                 print(f"  {name} failed: {str(error).splitlines()[-1][:300]}", flush=True)
                 continue
+            ir_bytes = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+            print(f"  exported {name}: IR (xml + bin) {ir_bytes / 1e6:.1f} MB", flush=True)
             for batch in (1, 8):
                 array = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
                 rows.append((name, batch, median_seconds(partial(inferencer.predict, array), seconds)))
@@ -156,6 +158,7 @@ def main() -> None:
 
     if args.checkpoint is not None:
         model = Fegan.load_from_checkpoint(args.checkpoint, **json.loads(args.model_args)).eval()
+        model.rescored = []  # timing only: thresholds of another scoring are stale, not slower (export would refuse)
         size = int(model.input_size[0])
         args.backbone, args.tap = model.hparams.backbone, model.hparams.tap
     else:
@@ -171,7 +174,10 @@ def main() -> None:
     gflops = model_gflops(model.model.eval(), size)
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {threads}")
     print(f"measured fp32 conv throughput: {conv_rate:.1f} GFLOP/s; FEGAN inference: {gflops:.1f} GFLOP/image")
-    print(f"=> at most {conv_rate / gflops:.2f} images/s if every FLOP ran at the measured conv rate\n")
+    print(f"=> at most {conv_rate / gflops:.2f} images/s if every FLOP ran at the measured conv rate")
+    # the score's statistics and memory: in every checkpoint and exported graph, beside the networks' weights
+    buffers = sum(b.numel() * b.element_size() for b in model.model.anomaly_map_generator.state_dict().values())
+    print(f"scoring statistics and memory (checkpoint and graph): {buffers / 2**20:.1f} MiB\n")
 
     rows = torch_rows(model, size, args.seconds, args.compile)
     datamodule = None

@@ -15,6 +15,7 @@ from lightning.pytorch import seed_everything
 from fegan_anomalib import Fegan
 from fegan_anomalib.callbacks import SaveRescoredCheckpoint
 from fegan_anomalib.models.fegan.defaults import STATISTICS_SETTINGS
+from fegan_anomalib.models.fegan.guards import check_exportable
 from fegan_anomalib.models.fegan.scoring.statistics import MEMORY_SEED, CleanBatch, measure_statistics
 
 from .conftest import TINY, anomalib_cli, checkpoint_of, cli_data
@@ -210,13 +211,18 @@ def test_save_rescored_checkpoint_keeps_a_tests_scoring_for_export(
     """`anomalib export --ckpt_path` reloads the checkpoint alone: the rescoring must be in one to be exported."""
     checkpoint, written = default_fit[2], tmp_path / "kept" / "rescored.ckpt"
     option = {"feature_distance": "nearest", "sigma": 4.0, "image_score_from": "feature_map"}  # README's tire row
-    tested = Fegan(**{**SMALL, **option})  # as the CLI builds it: the typed settings, then the checkpoint
+    # as the CLI builds it: the typed settings (and a training argument the test does not use), then the checkpoint
+    tested = Fegan(**{**SMALL, **option, "lr": 1e-3})
     engine = Engine(
         default_root_dir=tmp_path, logger=False, enable_progress_bar=False, callbacks=[SaveRescoredCheckpoint(written)]
     )
     engine.test(tested, datamodule=_datamodule(synthetic_root), ckpt_path=checkpoint)
-    recorded = torch.load(written, weights_only=False)["fegan_scoring"]
-    assert {name: recorded[name] for name in option} == option
+    source, kept = torch.load(checkpoint, weights_only=False), torch.load(written, weights_only=False)
+    assert {name: kept["fegan_scoring"][name] for name in option} == option
+    assert {name: kept["hyper_parameters"][name] for name in option} == option
+    # how the weights were trained stays the checkpoint's: its recipe and loop state, not the test command's
+    assert kept["hyper_parameters"]["lr"] == source["hyper_parameters"]["lr"] == pytest.approx(2e-4)
+    assert (kept["epoch"], kept["global_step"]) == (source["epoch"], source["global_step"])
     # as `anomalib export --model FEGAN --ckpt_path rescored.ckpt` does: a default model, the checkpoint reloaded alone
     path = Engine(default_root_dir=tmp_path).export(
         Fegan(), ExportType.TORCH, export_root=tmp_path / "export", ckpt_path=written
@@ -240,3 +246,14 @@ def test_save_rescored_checkpoint_needs_the_checkpoint_it_rewrites(synthetic_roo
     with pytest.raises(ValueError, match=r"give the test one \(`anomalib test --ckpt_path CKPT`"):
         engine.test(Fegan(**SMALL, feature_distance="l2"), datamodule=_datamodule(synthetic_root))
     assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_a_rescoring_leaves_no_stale_thresholds_without_anomalibs_post_processor(
+    default_fit: tuple[Fegan, dict[str, float], Path],
+) -> None:
+    """No thresholds, none stale: only a model with anomalib's PostProcessor is refused after a rescoring."""
+    model = default_fit[0]
+    check_exportable(None, model.model.anomaly_map_generator, ["sigma"])  # raw scores: nothing to re-learn
+    check_exportable(model.post_processor, model.model.anomaly_map_generator, [])
+    with pytest.raises(RuntimeError, match="Cannot export: the scoring settings sigma"):
+        check_exportable(model.post_processor, model.model.anomaly_map_generator, ["sigma"])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from fegan_anomalib.models.fegan.defaults import MODEL_ARGUMENTS
+from fegan_anomalib.models.fegan.renamed import rename_in_place
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +20,9 @@ class SaveRescoredCheckpoint(Callback):
     checkpoint when a test starts (statistics measured, thresholds re-learnt), but a test writes no checkpoint, and
     ``anomalib export --ckpt_path CKPT`` reloads the checkpoint alone (anomalib's ``Engine.export`` calls
     ``load_from_checkpoint(ckpt_path)`` without the model's arguments), so a setting typed there is not applied. The
-    checkpoint this writes is the tested one with the model's state, settings and re-learnt thresholds in place of
-    its own: exported, it scores and labels as the test did. Use::
+    checkpoint this writes is the tested one with the model's state (weights, statistics, thresholds) and settings in
+    place of its own; its training arguments and loop state stay the checkpoint's. Exported, it scores and labels as
+    the test did. Use::
 
         anomalib test --model FEGAN --ckpt_path CKPT --data ... --model.feature_distance nearest --model.sigma 4 \
             --trainer.callbacks+=fegan_anomalib.callbacks.SaveRescoredCheckpoint \
@@ -43,20 +46,28 @@ class SaveRescoredCheckpoint(Callback):
             )
             raise ValueError(msg)
 
-    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Write the tested checkpoint with the model's state and settings (rank 0 only)."""
-        if getattr(pl_module, "rescored", None):  # a rescoring not re-learnt: its thresholds are another score's
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuse before scoring if the model's test start could not re-learn the thresholds (no validation set)."""
+        if getattr(pl_module, "rescored", None):
             msg = (
                 f"SaveRescoredCheckpoint: the thresholds for {pl_module.rescored} were not re-learnt (the datamodule "
-                "has no validation set), so the checkpoint is not written. Test with a datamodule that has one."
+                "has no validation images), so no checkpoint would score as this test. Test with a datamodule that "
+                "has a validation split (anomalib's MVTecAD, Folder)."
             )
             raise RuntimeError(msg)
-        if not trainer.is_global_zero:
-            return
-        checkpoint = torch.load(trainer.ckpt_path, map_location="cpu", weights_only=False)
-        checkpoint["state_dict"] = {name: value.detach().cpu() for name, value in pl_module.state_dict().items()}
-        checkpoint["hyper_parameters"] = dict(pl_module.hparams)
-        pl_module.on_save_checkpoint(checkpoint)  # the module's own records (FEGAN's settings, anomalib's processors)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, self.path)
-        logger.info("SaveRescoredCheckpoint: %s, the tested weights with this test's scoring, written.", self.path)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write the tested checkpoint with the model's state and settings (rank 0; every rank waits for it)."""
+        state = trainer.strategy.lightning_module_state_dict()  # whole on every strategy; a collective on some
+        if trainer.is_global_zero:
+            checkpoint = trainer.strategy.checkpoint_io.load_checkpoint(trainer.ckpt_path)
+            hparams = dict(checkpoint.get("hyper_parameters", {}))
+            rename_in_place(hparams, checkpoint=True)  # an old name left in would override the new value on load
+            hparams.update({name: pl_module.hparams[name] for name in MODEL_ARGUMENTS})  # training's stay the file's
+            checkpoint["state_dict"] = {name: value.detach().cpu() for name, value in state.items()}
+            checkpoint["hyper_parameters"] = hparams
+            pl_module.on_save_checkpoint(checkpoint)  # the module's own records (FEGAN's settings, anomalib's)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
+            logger.info("SaveRescoredCheckpoint: %s, the tested weights with this test's scoring, written.", self.path)
+        trainer.strategy.barrier("SaveRescoredCheckpoint")

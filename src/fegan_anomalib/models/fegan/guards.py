@@ -133,6 +133,8 @@ def check_exportable(post_processor: Any, anomaly_map_generator: nn.Module, resc
     re-learns them: exported as it is, its labels and normalised scores would be another scoring's.
     """
     check_train_stats(anomaly_map_generator, "export")
+    if not isinstance(post_processor, PostProcessor):  # no thresholds to be unfitted or stale
+        return
     if rescored:
         msg = (
             f"Cannot export: the scoring settings {', '.join(rescored)} differ from the checkpoint's, whose thresholds "
@@ -143,8 +145,6 @@ def check_exportable(post_processor: Any, anomaly_map_generator: nn.Module, resc
             "--trainer.callbacks.path rescored.ckpt`, then `anomalib export --ckpt_path rescored.ckpt`."
         )
         raise RuntimeError(msg)
-    if not isinstance(post_processor, PostProcessor):
-        return
     needed: dict[str, torch.Tensor] = {}
     if post_processor.enable_thresholding:
         needed |= {"image threshold": post_processor.image_threshold, "pixel threshold": post_processor.pixel_threshold}

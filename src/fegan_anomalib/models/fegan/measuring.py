@@ -108,12 +108,15 @@ class StrategyReduce(Reduce):
 def relearn_thresholds(module: Fegan) -> bool:
     """Re-learn the post-processor's thresholds and normalisation on the datamodule's validation set, as a fit does.
 
-    Returns whether they were re-learnt (a datamodule without a validation set has nothing to learn them on).
+    Returns whether the post-processor now fits the score: ``True`` without anomalib's ``PostProcessor`` (no
+    thresholds to be stale), ``False`` without a validation set or with an empty one (nothing to learn them on).
     """
     trainer, post_processor = module.trainer, module.post_processor
+    if not isinstance(post_processor, PostProcessor):
+        return True
     datamodule = trainer.datamodule
     loader = datamodule.val_dataloader() if datamodule is not None and hasattr(datamodule, "val_data") else None
-    if not isinstance(post_processor, PostProcessor) or loader is None:
+    if loader is None or len(loader) == 0:
         logger.warning(
             "FEGAN: no validation set to re-learn the thresholds on: this run's normalised scores and labels use the "
             "checkpoint's thresholds, learnt for its own scoring."
@@ -157,10 +160,11 @@ class StatisticsSchedule:
         self.statistics_step = self.global_step
 
     def on_validation_epoch_start(self) -> None:
-        """Measure the statistics first, for this validation's thresholds."""
+        """Measure the statistics first, for this validation's thresholds (which a rescoring's then no longer lacks)."""
         super().on_validation_epoch_start()
         if self.trainer.state.fn == "fit":
             self.measure_statistics()
+            self.rescored = []
 
     def measure_final_statistics(self) -> None:
         """At the end of a fit, measure the final weights' statistics if no validation did."""
