@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from common import conv_gflops_per_second, openvino_variants  # the benchmarks' shared helpers
 
-from fegan_anomalib.experiments.runs import median_seconds
+from fegan_anomalib.experiments.runs import ir_megabytes, median_seconds
 
 
 def model_gflops(model: torch.nn.Module, size: int) -> float:
@@ -128,8 +128,7 @@ def openvino_rows(
             except RuntimeError as error:  # reported, not hidden: the table says which variant failed
                 print(f"  {name} failed: {str(error).splitlines()[-1][:300]}", flush=True)
                 continue
-            ir_bytes = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
-            print(f"  exported {name}: IR (xml + bin) {ir_bytes / 1e6:.1f} MB", flush=True)
+            print(f"  exported {name}: IR (xml + bin) {ir_megabytes(xml):.1f} MiB", flush=True)
             for batch in (1, 8):
                 array = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
                 rows.append((name, batch, median_seconds(partial(inferencer.predict, array), seconds)))
