@@ -109,3 +109,18 @@ def test_a_checkpoint_from_before_the_record_is_rescored_with_another_fine_tap(
     assert "fine_tap" in model.rescored and model.model.anomaly_map_generator.needs_train_stats
     same = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", visualizer=False)
     assert same.rescored == [] and not same.model.anomaly_map_generator.needs_train_stats
+
+
+def test_a_checkpoint_from_before_image_score_from_keeps_reading_s(trained: tuple[Path, str], tmp_path: Path) -> None:
+    """0.4 reads the image score from F by default [A8c]; a checkpoint written before the option existed scored from S
+    (Eq. 10) and keeps doing so when loaded alone, while a typed ``image_score_from`` rescores it."""
+    checkpoint = torch.load(checkpoint_of(trained[0]), weights_only=False)
+    assert checkpoint["fegan_scoring"]["image_score_from"] == "feature_map"  # the default now records F
+    for record in (checkpoint["hyper_parameters"], checkpoint["fegan_scoring"]):
+        del record["image_score_from"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    old = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", visualizer=False)
+    assert old.model.anomaly_map_generator.image_score_from == "anomaly_map" and old.rescored == []
+    typed = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", image_score_from="feature_map", visualizer=False)
+    assert typed.model.anomaly_map_generator.image_score_from == "feature_map"
+    assert typed.rescored == ["image_score_from"]

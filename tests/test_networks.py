@@ -31,6 +31,7 @@ def test_shapes_and_dtypes(size: int) -> None:
     assert output.reconstruction.shape == (2, 3, size, size)
 
     model.eval()
+    model.anomaly_map_generator.image_score_from = "anomaly_map"  # Eq. 10 reads S; the default reads F [A8c]
     prediction = model(images)
     assert prediction.anomaly_map.shape == (2, size, size)
     assert prediction.anomaly_map.dtype == torch.float32

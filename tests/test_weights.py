@@ -96,16 +96,17 @@ def test_checkpoint_settings_take_what_was_not_given_from_the_checkpoint_and_ren
     saved = {"backbone": "vgg19", "image_size": 128, "pre_trained": False, "sigma": 4.0, "score_lambda": 0.7}
     with pytest.warns(FutureWarning, match="score_lambda"):
         adopted = checkpoint_settings({"hyper_parameters": saved}, model.hparams, given)
-    # sigma was given: kept; pre_trained equal; no feature_distance, ridge or fine_tap recorded: their values then
+    # sigma was given: kept; pre_trained equal; no feature_distance, ridge, fine_tap or image score's map recorded:
+    # their values then
     assert adopted == {
         "image_size": 128, "feature_map_weight": 0.7, "feature_distance": "l2", "mahalanobis_ridge": 0.0,
-        "fine_tap": "none",
+        "fine_tap": "none", "image_score_from": "anomaly_map",
     }  # fmt: skip
     assert checkpoint_settings({"hyper_parameters": {"n_features": 100}}, model.hparams, given) == {}  # not FEGAN's
     # a 0.2 checkpoint recorded every argument: it keeps its own scoring under today's defaults
     scoring = {"tap": "relu5_4", "feature_distance": "l2", "component_norm": "none", "mahalanobis_ridge": 0.0}
     adopted = checkpoint_settings({"hyper_parameters": {"backbone": "vgg19", **scoring}}, model.hparams, given)
-    assert adopted == {**scoring, "fine_tap": "none"}  # F at the tap alone, as 0.2 scored
+    assert adopted == {**scoring, "fine_tap": "none", "image_score_from": "anomaly_map"}  # F at the tap, S's score
 
 
 def test_a_setting_typed_at_its_default_value_wins_over_the_checkpoint() -> None:
@@ -114,6 +115,7 @@ def test_a_setting_typed_at_its_default_value_wins_over_the_checkpoint() -> None
 
     typed = Fegan(pre_trained=False, image_score_top_ratio=0.01, tap="relu4_4")
     saved = {"backbone": "vgg19", "image_score_top_ratio": 0.0, "tap": "relu5_4", "sigma": 4.0}
-    saved |= {name: typed.hparams[name] for name in ("feature_distance", "mahalanobis_ridge", "fine_tap")}  # today's
+    today = ("feature_distance", "mahalanobis_ridge", "fine_tap", "image_score_from")  # settings newer than 0.2
+    saved |= {name: typed.hparams[name] for name in today}
     adopted = checkpoint_settings({"hyper_parameters": saved}, typed.hparams, typed.given_settings)
     assert adopted == {"sigma": 4.0}  # the typed ratio and tap stay (a differing tap is then refused by the fit check)

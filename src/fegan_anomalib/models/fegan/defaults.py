@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "mahalanobis_ridge": 0.3,  # [A7b]
     "memory_size": 4096,  # [A7c]
     "fine_tap": "previous_block",  # [A7d]: F also reads the stage before the tap's (relu3_4 beside relu4_4)
-    "image_score_from": "anomaly_map",  # [A8c]: S, as Eq. 10; "feature_map" reads F alone
+    "image_score_from": "feature_map",  # [A8c]: F alone, before R and the blur; "anomaly_map" reads S (Eq. 10)
     "channels_last": True,
 }
 
@@ -76,4 +76,9 @@ MODEL_ARGUMENTS = (
     *SCORING_SETTINGS,
 )
 # what a checkpoint written before an argument existed scored with: its value then (0.3's defaults differ)
-UNRECORDED_SETTINGS = {"feature_distance": "l2", "mahalanobis_ridge": 0.0, "fine_tap": "none"}
+UNRECORDED_SETTINGS = {
+    "feature_distance": "l2",
+    "mahalanobis_ridge": 0.0,
+    "fine_tap": "none",
+    "image_score_from": "anomaly_map",  # S (Eq. 10): the default before 0.4 [A8c]
+}

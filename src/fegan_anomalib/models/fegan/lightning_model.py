@@ -93,7 +93,7 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
             ReLU of the stage before the tap's: ``relu3_4``, VGG16 ``relu3_3``), a layer name, or ``"none"`` (the tap
             alone, the paper) **[A7d]**. Defaults to ``"previous_block"``.
         image_score_from (str): the map the image score is read from: ``"anomaly_map"`` (S, Eq. 10) or
-            ``"feature_map"`` (F alone, before R and the blur) **[A8c]**. Defaults to ``"anomaly_map"``.
+            ``"feature_map"`` (F alone, before R and the blur) **[A8c]**. Defaults to ``"feature_map"``.
         use_discriminator, use_fen, use_augmenter (bool): Table 7's components. Default ``True``.
         augmenter (str): a class of ``augmentation`` (``MultiScaleSelfEnhancement``, ``Cutout``, ``CutoutColour``,
             ``RIAD``, ``SCADN``: Table 6) or a dotted class path; ``augmenter_args`` its further arguments.

@@ -151,7 +151,8 @@ class FeganModel(nn.Module):
     Train mode: ``forward(augmented, clean)`` returns :class:`TrainOutput` (FEN features of the clean
     image, encoder features and reconstruction of the augmented one). Eval mode: ``forward(images)``
     returns ``InferenceBatch(pred_score, anomaly_map)``, ``anomaly_map`` (B, H, W) at input size and
-    ``pred_score`` its per-image max (Eq. 10) or top-share mean (**[A8b]**), raw, not min-max normalised **[A8]**.
+    ``pred_score`` the per-image max (Eq. 10) or top-share mean (**[A8b]**) of F alone (the default) or of that map
+    (``image_score_from``, **[A8c]**), raw, not min-max normalised **[A8]**.
 
     Every default is ``defaults.DEFAULTS``'s, the product's (the paper's reading is ``configs/fegan_mvtec.yaml``). A
     score that uses training statistics (every ``feature_distance`` but ``"l2"``, ``component_norm="train_stats"``)

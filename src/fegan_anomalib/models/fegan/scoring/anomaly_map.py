@@ -15,8 +15,9 @@ The departures, each a constructor argument with the paper's reading kept (docs/
   ``"mahalanobis+nearest"`` sums both halves, each standardised on training images that it was not fitted to.
 - **[A8b]** the image score is the mean of the map's top ``image_score_top_ratio`` pixels, not Eq. 10's maximum: one
   pixel of a full-resolution map is its noisiest statistic.
-- **[A8c]** ``image_score_from="feature_map"``: the image score is read from F alone (standardised, before R is fused
-  and before the blur); the map S is unchanged. Eq. 10 reads S.
+- **[A8c]** ``image_score_from="feature_map"`` (the default since 0.4): the image score is read from F alone
+  (standardised, before R is fused and before the blur); the map S is unchanged. Eq. 10 reads S (``"anomaly_map"``),
+  which decides better where parts trained in place are used moved: there R tells a moved good part from a defect.
 
 Every statistic is a buffer, NaN (or an empty memory) until ``statistics.measure_statistics`` fills it, so checkpoints
 and exported graphs carry them and an unmeasured model refuses to score instead of scoring with a silent identity.
