@@ -102,7 +102,14 @@ def main() -> None:
         "set": args.test_category or args.category,
         "fitted_on": args.category,
         "seed": args.seed,
-        "setting": json.dumps({**model_args, **({"per_cell": "in-sample"} if args.in_sample else {})}),
+        # the image score's map as scored (typed, else the checkpoint's): new fits record F, those before 0.4 S [A8c]
+        "setting": json.dumps(
+            {
+                **model_args,
+                "image_score_from": model.model.anomaly_map_generator.image_score_from,
+                **({"per_cell": "in-sample"} if args.in_sample else {}),
+            }
+        ),
         "image_AUROC": round(metrics["image_AUROC"], 4),
         "pixel_AUROC": round(metrics["pixel_AUROC"], 4),
         "pixel_AUPRO": round(metrics["pixel_AUPRO"], 4),

@@ -196,6 +196,7 @@ PAPER = {
         "feature_distance": "l2",
         "component_norm": "none",
         "image_score_top_ratio": 0.0,
+        "image_score_from": "anomaly_map",
         "augmenter_area_ratio": 0.2,
         "augmenter_max_patch_ratio": 0.01,
         "lr": 0.0002,

@@ -103,7 +103,7 @@ def test_a_checkpoint_from_before_the_record_is_rescored_with_another_fine_tap(
     """A 0.3 checkpoint records no scoring settings, and Lightning overwrites its hyper-parameters with the typed
     fine_tap: its statistics of another grid tell it, so they are dropped and measured again (not a misfit error)."""
     checkpoint = torch.load(checkpoint_of(trained[0]), weights_only=False)
-    del checkpoint["fegan_scoring"]
+    del checkpoint["fegan_scoring"], checkpoint["hyper_parameters"]["image_score_from"]  # 0.3 had neither
     torch.save(checkpoint, tmp_path / "old.ckpt")
     model = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", fine_tap="none", visualizer=False)
     assert "fine_tap" in model.rescored and model.model.anomaly_map_generator.needs_train_stats
@@ -124,3 +124,9 @@ def test_a_checkpoint_from_before_image_score_from_keeps_reading_s(trained: tupl
     typed = Fegan.load_from_checkpoint(tmp_path / "old.ckpt", image_score_from="feature_map", visualizer=False)
     assert typed.model.anomaly_map_generator.image_score_from == "feature_map"
     assert typed.rescored == ["image_score_from"]
+    # a 0.3 checkpoint has no record at all, and Lightning writes the typed value into its hyper-parameters: still S
+    del checkpoint["fegan_scoring"]
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    older = Fegan.load_from_checkpoint(tmp_path / "older.ckpt", image_score_from="feature_map", visualizer=False)
+    assert older.rescored == ["image_score_from"]  # so a test re-learns the thresholds and export refuses before it
+    assert Fegan.load_from_checkpoint(tmp_path / "older.ckpt", visualizer=False).rescored == []

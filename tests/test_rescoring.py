@@ -212,7 +212,7 @@ def test_save_rescored_checkpoint_keeps_a_tests_scoring_for_export(
 ) -> None:
     """`anomalib export --ckpt_path` reloads the checkpoint alone: the rescoring must be in one to be exported."""
     checkpoint, written = default_fit[2], tmp_path / "kept" / "rescored.ckpt"
-    option = {"feature_distance": "nearest", "sigma": 4.0, "image_score_from": "feature_map"}  # README's tire row
+    option = {"feature_distance": "nearest", "sigma": 4.0, "image_score_from": "anomaly_map"}  # all three not the fit's
     # as the CLI builds it: the typed settings (and a training argument the test does not use), then the checkpoint
     tested = Fegan(**{**SMALL, **option, "lr": 1e-3})
     engine = Engine(
@@ -231,7 +231,7 @@ def test_save_rescored_checkpoint_keeps_a_tests_scoring_for_export(
     )
     exported = torch.load(path, weights_only=False)["model"]
     generator = exported.model.anomaly_map_generator
-    assert (generator.feature_distance, generator.image_score_from) == ("nearest", "feature_map")
+    assert (generator.feature_distance, generator.image_score_from) == ("nearest", "anomaly_map")
     assert generator.blur is not None  # σ 4 (the checkpoint's σ 0 has none)
     assert _thresholds(exported) == pytest.approx(_thresholds(tested))
     assert _thresholds(tested) != pytest.approx(_thresholds(default_fit[0]))  # re-learnt, not the checkpoint's

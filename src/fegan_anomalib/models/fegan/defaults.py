@@ -82,3 +82,6 @@ UNRECORDED_SETTINGS = {
     "fine_tap": "none",
     "image_score_from": "anomaly_map",  # S (Eq. 10): the default before 0.4 [A8c]
 }
+# the settings added after checkpoints began to record their scoring (SCORING_KEY): a checkpoint without the record
+# cannot have scored with anything but their UNRECORDED_SETTINGS value, whatever its overwritten hyper-parameters say
+NEWER_THAN_RECORD = ("image_score_from",)

@@ -21,6 +21,7 @@ from .defaults import (
     ARCHITECTURE_KEY,
     FEATURE_SETTINGS,
     MODEL_ARGUMENTS,
+    NEWER_THAN_RECORD,
     SCORING_KEY,
     SCORING_SETTINGS,
     STATISTICS_SETTINGS,
@@ -235,6 +236,8 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], giv
         return {}
     rename_in_place(saved, checkpoint=True)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
     saved = {**UNRECORDED_SETTINGS, **saved, **checkpoint.get(SCORING_KEY, {})}  # unrecorded: its value then
+    if SCORING_KEY not in checkpoint:  # newer than the record: as in scoring_changes
+        saved.update({name: UNRECORDED_SETTINGS[name] for name in NEWER_THAN_RECORD})
     return {
         name: saved[name]
         for name in MODEL_ARGUMENTS
@@ -257,6 +260,8 @@ def scoring_changes(checkpoint: dict[str, Any], hparams: dict[str, Any], own: di
     # a setting the record lacks is newer than the checkpoint: it scored with that setting's value then, whatever the
     # (overwritten) hyper-parameters say
     recorded = {**saved, **UNRECORDED_SETTINGS} if SCORING_KEY in checkpoint else {**UNRECORDED_SETTINGS, **saved}
+    if SCORING_KEY not in checkpoint:  # a setting newer than the record: its hyper-parameter can only be a typed one
+        recorded.update({name: UNRECORDED_SETTINGS[name] for name in NEWER_THAN_RECORD})
     recorded.update(checkpoint.get(SCORING_KEY, {}))
     changed = [
         name for name in SCORING_SETTINGS if name in recorded and _same(recorded[name]) != _same(hparams.get(name))
