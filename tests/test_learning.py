@@ -298,7 +298,8 @@ def test_rescore_benchmark_scores_a_checkpoint_through_the_shipped_path(
         assert result.returncode == 0, result.stderr[-2000:]
         assert "measuring the scoring statistics" in result.stdout + result.stderr  # the shipped pass, not a copy
     rows = list(csv.DictReader(out.open()))
-    assert [json.loads(row["setting"]) for row in rows] == [{}, {"per_cell": "in-sample"}]
+    scored = {"image_score_from": "feature_map"}  # the map as scored: the fit's own, the default since 0.4 [A8c]
+    assert [json.loads(row["setting"]) for row in rows] == [scored, {**scored, "per_cell": "in-sample"}]
     for row in rows:
         assert 0.0 <= float(row["image_AUROC"]) <= 1.0 and 0.0 <= float(row["pixel_AUPRO"]) <= 1.0
         assert float(row["statistics_s"]) > 0
