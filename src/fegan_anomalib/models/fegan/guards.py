@@ -219,6 +219,17 @@ def _fits(key: str, saved: torch.Size, own: torch.Size) -> bool:
     return saved == own
 
 
+def _newer_than_record(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings added after checkpoints began to record their scoring, at their value then, if no record.
+
+    Such a checkpoint cannot have scored with another value: a hyper-parameter of that name is one Lightning wrote
+    over it from ``load_from_checkpoint``'s arguments (``checkpoint_settings`` and ``scoring_changes`` share this).
+    """
+    if SCORING_KEY in checkpoint:
+        return {}
+    return {name: UNRECORDED_SETTINGS[name] for name in NEWER_THAN_RECORD}
+
+
 def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], given: set[str]) -> dict[str, Any]:
     """Return the checkpoint's model arguments for each one not ``given`` here, where they differ.
 
@@ -235,9 +246,8 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], giv
     if "backbone" not in saved:
         return {}
     rename_in_place(saved, checkpoint=True)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
-    saved = {**UNRECORDED_SETTINGS, **saved, **checkpoint.get(SCORING_KEY, {})}  # unrecorded: its value then
-    if SCORING_KEY not in checkpoint:  # newer than the record: as in scoring_changes
-        saved.update({name: UNRECORDED_SETTINGS[name] for name in NEWER_THAN_RECORD})
+    # unrecorded: its value then
+    saved = {**UNRECORDED_SETTINGS, **saved, **_newer_than_record(checkpoint), **checkpoint.get(SCORING_KEY, {})}
     return {
         name: saved[name]
         for name in MODEL_ARGUMENTS
@@ -260,8 +270,7 @@ def scoring_changes(checkpoint: dict[str, Any], hparams: dict[str, Any], own: di
     # a setting the record lacks is newer than the checkpoint: it scored with that setting's value then, whatever the
     # (overwritten) hyper-parameters say
     recorded = {**saved, **UNRECORDED_SETTINGS} if SCORING_KEY in checkpoint else {**UNRECORDED_SETTINGS, **saved}
-    if SCORING_KEY not in checkpoint:  # a setting newer than the record: its hyper-parameter can only be a typed one
-        recorded.update({name: UNRECORDED_SETTINGS[name] for name in NEWER_THAN_RECORD})
+    recorded.update(_newer_than_record(checkpoint))
     recorded.update(checkpoint.get(SCORING_KEY, {}))
     changed = [
         name for name in SCORING_SETTINGS if name in recorded and _same(recorded[name]) != _same(hparams.get(name))
