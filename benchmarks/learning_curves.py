@@ -4,7 +4,9 @@ Trains FEGAN through anomalib's Engine (the real Lightning loop) with label-free
 (``PlantedValidation``: held-out normal training images, half with planted M-SE anomalies) and,
 after every epoch, scores the whole **test set** outside the Lightning loop, recording image and
 pixel AUROC of the fused map S for several scoring settings (λ, σ) and of F and R alone. S is the model's own
-fusion (its ``feature_map_weight``, 0.8 by default); the paper's λ 0.6 is recorded beside it. The test
+fusion (its ``feature_map_weight``, 0.8 by default); the paper's λ 0.6 is recorded beside it. Each image AUROC is
+the model's own image score for that λ and σ: read from F before the fusion and the blur with the default
+``image_score_from: feature_map`` (so the same for every λ and σ but R alone), from S with ``anomaly_map``. The test
 set never reaches training or the PostProcessor: it is read here to draw the curve and to measure
 how well the planted-validation proxy tracks it (Spearman rank correlation across epochs).
 
@@ -77,10 +79,10 @@ class TestSetCurve(Callback):
         row: dict[str, float] = {"epoch": trainer.current_epoch, "train_seconds": round(self.train_seconds, 1)}
         for lam in self.lambdas:
             for sigma in SIGMAS:
-                fused = _fuse(generator, residual, feature, lam, sigma)
+                fused, image_score = _score(generator, residual, feature if lam > 0.0 else None, lam, sigma)
                 name = f"lambda{lam:g}_sigma{sigma:g}"
                 row[f"pixel_AUROC_{name}"] = map_aurocs(fused, label, mask, self.pixel_stride)[1]
-                row[f"image_AUROC_{name}"] = rank_auroc(generator.image_score(fused), label)  # the model's own
+                row[f"image_AUROC_{name}"] = rank_auroc(image_score, label)  # the model's own, from F or S [A8c]
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val_") or key.endswith("_loss") or key.startswith(("grad_share/", "grad_cos/")):
                 row[key] = float(value)
@@ -91,10 +93,13 @@ class TestSetCurve(Callback):
         print(json.dumps({k: round(v, 4) for k, v in row.items() if "AUROC" in k or k == "epoch"}), flush=True)
 
 
-def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: float, sigma: float) -> torch.Tensor:
-    """S with another λ and σ from the same components: the model's own fusion, its statistics copied.
+def _score(
+    generator: Any, residual: torch.Tensor, feature: torch.Tensor | None, lam: float, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """S and the image scores with another λ and σ from the same components: the model's own scoring, statistics copied.
 
-    F arrives already measured with the model's feature distance (and ridge); only λ and σ change here.
+    F arrives already measured with the model's feature distance (and ridge); only λ and σ change here. The image
+    score is read as the model reads it (``image_score_from``); with λ 0 (R alone) F is left out, so it is R's.
     """
     from fegan_anomalib.models.fegan.scoring.anomaly_map import AnomalyMapGenerator  # noqa: PLC0415
 
@@ -105,11 +110,12 @@ def _fuse(generator: Any, residual: torch.Tensor, feature: torch.Tensor, lam: fl
         feature_distance=generator.feature_distance,
         feature_shape=generator.feature_shape,
         image_score_top_ratio=generator.image_score_top_ratio,
+        image_score_from=generator.image_score_from,
         mahalanobis_ridge=generator.mahalanobis_ridge,
         memory_size=generator.memory_size,
     )
     variant.load_state_dict(generator.state_dict())
-    return variant.fuse(residual, feature)
+    return variant.score(residual, feature)
 
 
 def _padim(args: argparse.Namespace, out: Path) -> dict[str, float]:
@@ -213,7 +219,11 @@ def main() -> None:
 
 
 def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Path, title: str, lam: float) -> None:
-    """Test image and pixel AUROC per epoch (S at the model's λ, F only, R only), PaDiM as a horizontal line."""
+    """Test image and pixel AUROC per epoch (S at the model's λ, F only, R only), PaDiM as a horizontal line.
+
+    The image AUROC is the model's own score at each λ (from F with the default ``image_score_from``), as is the
+    planted validation's.
+    """
     import matplotlib as mpl  # noqa: PLC0415
 
     mpl.use("Agg")
@@ -226,9 +236,8 @@ def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Pat
             axis.plot(epochs, [row[f"{level}_AUROC_lambda{weight:g}_sigma0"] for row in rows], marker="o", label=label)
         axis.plot(epochs, [row[f"{level}_AUROC_lambda{lam:g}_sigma4"] for row in rows], ls="--", label="S, σ=4")
         if any(f"val_{level}_AUROC" in row for row in rows):
-            axis.plot(
-                epochs, [row.get(f"val_{level}_AUROC", float("nan")) for row in rows], ls=":", label="planted val (S)"
-            )
+            validation = [row.get(f"val_{level}_AUROC", float("nan")) for row in rows]
+            axis.plot(epochs, validation, ls=":", label="planted val (own score)")
         if padim and f"{level}_AUROC" in padim:
             axis.axhline(padim[f"{level}_AUROC"], color="k", ls="-.", label="PaDiM (same backbone)")
         axis.set_title(f"{title}: test {level} AUROC")

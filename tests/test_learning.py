@@ -275,6 +275,10 @@ def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_p
         for sigma in ("0", "4"):
             assert f"image_AUROC_lambda{lam}_sigma{sigma}" in last and f"pixel_AUROC_lambda{lam}_sigma{sigma}" in last
     assert last["pixel_AUROC_lambda1_sigma0"] != last["pixel_AUROC_lambda0_sigma0"]  # F and R rank pixels apart
+    # the model's own image score: read from F before the fusion and the blur (the default), so one figure for every
+    # λ > 0 and σ [A8c]
+    own = {last[f"image_AUROC_lambda{lam}_sigma{sigma}"] for lam in ("1", "0.8", "0.6") for sigma in ("0", "4")}
+    assert len(own) == 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["model_lambda"] == 0.8  # the default's λ: S as the model scores it
     key = "pixel_AUROC_lambda0.8_sigma0"

@@ -1,7 +1,8 @@
 """AUROC of FEGAN's two score components on their own, for the learning curves.
 
 anomalib's metrics read the fields of a batch (``pred_score``, ``anomaly_map``), and FEGAN's
-batch carries only the fused map S. Whether the feature branch (F) or the reconstruction branch
+batch carries only the fused map S and one image score (read from F by default, from S with
+``image_score_from: anomaly_map`` [A8c]). Whether the feature branch (F) or the reconstruction branch
 (R) carries the signal, and which one the fusion should weigh, is the first question when a
 curve stalls, so validation also keeps each component's image maxima and a strided subsample of
 its pixels and reports their AUROC (``val_F_image_AUROC``, ``val_R_pixel_AUROC``, ...).
