@@ -2,7 +2,7 @@
 
 Trains FEGAN through anomalib's Engine (the real Lightning loop) with label-free validation
 (``PlantedValidation``: held-out normal training images, half with planted M-SE anomalies) and,
-after every epoch, scores the whole **test set** outside the Lightning loop, recording image and
+after every epoch, scores the whole **test set** outside the Lightning loop, recording the image AUROC and the
 pixel AUROC of the fused map S for several scoring settings (λ, σ) and of F and R alone. S is the model's own
 fusion (its ``feature_map_weight``, 0.8 by default); the paper's λ 0.6 is recorded beside it. Each image AUROC is
 the model's own image score for that λ and σ: read from F before the fusion and the blur with the default
@@ -82,7 +82,7 @@ class TestSetCurve(Callback):
                 fused, image_score = _score(generator, residual, feature if lam > 0.0 else None, lam, sigma)
                 name = f"lambda{lam:g}_sigma{sigma:g}"
                 row[f"pixel_AUROC_{name}"] = map_aurocs(fused, label, mask, self.pixel_stride)[1]
-                row[f"image_AUROC_{name}"] = rank_auroc(image_score, label)  # the model's own, from F or S [A8c]
+                row[f"image_AUROC_{name}"] = rank_auroc(image_score, label)  # the model's own [A8c]; λ 0: R's
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val_") or key.endswith("_loss") or key.startswith(("grad_share/", "grad_cos/")):
                 row[key] = float(value)
@@ -214,15 +214,23 @@ def main() -> None:
             [row["val_pixel_AUROC"] for row in rows], [row[f"pixel_AUROC_lambda{own:g}_sigma0"] for row in rows]
         )
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(rows, summary.get("padim"), args.out / "curves.png", f"{args.category}, {args.image_size}²", own)
+    from_f = model.model.anomaly_map_generator.image_score_from == "feature_map"
+    plot(rows, summary.get("padim"), args.out / "curves.png", f"{args.category}, {args.image_size}²", own, from_f)
     print(json.dumps(summary, indent=2))
 
 
-def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Path, title: str, lam: float) -> None:
+def plot(
+    rows: list[dict[str, float]],
+    padim: dict[str, float] | None,
+    path: Path,
+    title: str,
+    lam: float,
+    from_f: bool = True,
+) -> None:
     """Test image and pixel AUROC per epoch (S at the model's λ, F only, R only), PaDiM as a horizontal line.
 
-    The image AUROC is the model's own score at each λ (from F with the default ``image_score_from``), as is the
-    planted validation's.
+    The image AUROC is the model's own score, as is the planted validation's. ``from_f``: it is read from F (the
+    default ``image_score_from``), the same for every λ and σ, so the image panel draws it once beside R's.
     """
     import matplotlib as mpl  # noqa: PLC0415
 
@@ -232,9 +240,14 @@ def plot(rows: list[dict[str, float]], padim: dict[str, float] | None, path: Pat
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [row["epoch"] + 1 for row in rows]
     for axis, level in zip(axes, ("image", "pixel"), strict=True):
-        for weight, label in ((lam, f"FEGAN S (λ={lam:g})"), (1.0, "F only"), (0.0, "R only")):
+        if level == "image" and from_f:
+            lines = ((lam, "FEGAN's own score (F)"), (0.0, "R only"))
+        else:
+            lines = ((lam, f"FEGAN S (λ={lam:g})"), (1.0, "F only"), (0.0, "R only"))
+        for weight, label in lines:
             axis.plot(epochs, [row[f"{level}_AUROC_lambda{weight:g}_sigma0"] for row in rows], marker="o", label=label)
-        axis.plot(epochs, [row[f"{level}_AUROC_lambda{lam:g}_sigma4"] for row in rows], ls="--", label="S, σ=4")
+        if level == "pixel" or not from_f:
+            axis.plot(epochs, [row[f"{level}_AUROC_lambda{lam:g}_sigma4"] for row in rows], ls="--", label="S, σ=4")
         if any(f"val_{level}_AUROC" in row for row in rows):
             validation = [row.get(f"val_{level}_AUROC", float("nan")) for row in rows]
             axis.plot(epochs, validation, ls=":", label="planted val (own score)")

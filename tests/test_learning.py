@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from fegan_anomalib.data import make_synthetic_dataset
 from fegan_anomalib.data.planted import PlantedAnomalyDataset
 from fegan_anomalib.metrics import map_aurocs, rank_auroc
 from fegan_anomalib.models.fegan.augmentation import MultiScaleSelfEnhancement
+from fegan_anomalib.models.fegan.scoring.anomaly_map import AnomalyMapGenerator
 
 from .conftest import checkpoint_of
 
@@ -285,6 +287,27 @@ def test_learning_curves_benchmark_records_every_epoch_and_scoring_setting(tmp_p
     assert summary["last_epoch"][key] == pytest.approx(float(last[key]))
     assert summary["spearman_val_vs_test_image_AUROC"] is None  # two epochs: no rank correlation, not NaN
     assert Image.open(tmp_path / "out" / "curves.png").size[0] > 400
+
+
+def test_learning_curves_read_the_image_score_as_the_model_does() -> None:
+    """``_score``: from F before the fusion and the blur (the default) or from S; R's own with λ 0 [A8c]."""
+    spec = importlib.util.spec_from_file_location(
+        "learning_curves", Path(__file__).parents[1] / "benchmarks" / "learning_curves.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    generator = AnomalyMapGenerator(feature_distance="l2", component_norm="train_stats", image_score_top_ratio=0.05)
+    generator.set_train_stats((0.1, 0.5), (0.2, 2.0))
+    residual = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(1))
+    feature = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2)) * 4
+    fused, score = script._score(generator, residual, feature, 0.6, 4.0)
+    assert torch.allclose(score, generator.image_score((feature - 0.2) / 2.0))  # F standardised, not blurred
+    assert not torch.allclose(score, generator.image_score(fused))
+    _, r_score = script._score(generator, residual, None, 0.0, 0.0)
+    assert torch.allclose(r_score, generator.image_score((residual - 0.1) / 0.5))
+    generator.image_score_from = "anomaly_map"
+    fused, score = script._score(generator, residual, feature, 0.6, 4.0)
+    assert torch.allclose(score, generator.image_score(fused))  # Eq. 10: from S
 
 
 def test_rescore_benchmark_scores_a_checkpoint_through_the_shipped_path(
