@@ -241,16 +241,18 @@ def plot(
     epochs = [row["epoch"] + 1 for row in rows]
     for axis, level in zip(axes, ("image", "pixel"), strict=True):
         if level == "image" and from_f:
-            lines = ((lam, "FEGAN's own score (F)"), (0.0, "R only"))
+            lines = ((lam, "FEGAN's own score (F)", "C0"), (0.0, "R only", "C2"))
         else:
-            lines = ((lam, f"FEGAN S (λ={lam:g})"), (1.0, "F only"), (0.0, "R only"))
-        for weight, label in lines:
-            axis.plot(epochs, [row[f"{level}_AUROC_lambda{weight:g}_sigma0"] for row in rows], marker="o", label=label)
+            lines = ((lam, f"FEGAN S (λ={lam:g})", "C0"), (1.0, "F only", "C1"), (0.0, "R only", "C2"))
+        for weight, label, color in lines:  # one colour per line in both panels
+            values = [row[f"{level}_AUROC_lambda{weight:g}_sigma0"] for row in rows]
+            axis.plot(epochs, values, marker="o", color=color, label=label)
         if level == "pixel" or not from_f:
-            axis.plot(epochs, [row[f"{level}_AUROC_lambda{lam:g}_sigma4"] for row in rows], ls="--", label="S, σ=4")
+            values = [row[f"{level}_AUROC_lambda{lam:g}_sigma4"] for row in rows]
+            axis.plot(epochs, values, ls="--", color="C3", label="S, σ=4")
         if any(f"val_{level}_AUROC" in row for row in rows):
             validation = [row.get(f"val_{level}_AUROC", float("nan")) for row in rows]
-            axis.plot(epochs, validation, ls=":", label="planted val (own score)")
+            axis.plot(epochs, validation, ls=":", color="C4", label="planted val (own score)")
         if padim and f"{level}_AUROC" in padim:
             axis.axhline(padim[f"{level}_AUROC"], color="k", ls="-.", label="PaDiM (same backbone)")
         axis.set_title(f"{title}: test {level} AUROC")
