@@ -219,15 +219,22 @@ def _fits(key: str, saved: torch.Size, own: torch.Size) -> bool:
     return saved == own
 
 
-def _newer_than_record(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """Return the settings added after checkpoints began to record their scoring, at their value then, if no record.
+def _scored_with(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """Return a FEGAN checkpoint's settings, each scoring one at the value it scored with; ``None`` if not FEGAN's.
 
-    Such a checkpoint cannot have scored with another value: a hyper-parameter of that name is one Lightning wrote
-    over it from ``load_from_checkpoint``'s arguments (``checkpoint_settings`` and ``scoring_changes`` share this).
+    Lightning overwrites the saved hyper-parameters with ``load_from_checkpoint``'s arguments, so the record
+    ``on_save_checkpoint`` writes (``SCORING_KEY``) wins, and a setting it lacks is newer than the checkpoint: its value
+    then (``UNRECORDED_SETTINGS``). A checkpoint written before the record: its hyper-parameters, over those values;
+    but a setting added after records began (``NEWER_THAN_RECORD``) can only be an overwritten one, so its value then.
+    ``checkpoint_settings`` and ``scoring_changes`` both read this.
     """
+    saved = dict(checkpoint.get("hyper_parameters", {}))
+    if "backbone" not in saved:
+        return None
+    rename_in_place(saved, checkpoint=True)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
     if SCORING_KEY in checkpoint:
-        return {}
-    return {name: UNRECORDED_SETTINGS[name] for name in NEWER_THAN_RECORD}
+        return {**saved, **UNRECORDED_SETTINGS, **checkpoint[SCORING_KEY]}
+    return {**UNRECORDED_SETTINGS, **saved, **{name: UNRECORDED_SETTINGS[name] for name in NEWER_THAN_RECORD}}
 
 
 def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], given: set[str]) -> dict[str, Any]:
@@ -242,12 +249,9 @@ def checkpoint_settings(checkpoint: dict[str, Any], hparams: dict[str, Any], giv
     weights, augmenter, lr) are not taken: ``fit --ckpt_path`` resumes with the command line's. Empty for a
     checkpoint that is not FEGAN's (that function names it).
     """
-    saved = dict(checkpoint.get("hyper_parameters", {}))
-    if "backbone" not in saved:
+    saved = _scored_with(checkpoint)
+    if saved is None:
         return {}
-    rename_in_place(saved, checkpoint=True)  # a 0.1 checkpoint's score_lambda is 0.2's feature_map_weight
-    # unrecorded: its value then
-    saved = {**UNRECORDED_SETTINGS, **saved, **_newer_than_record(checkpoint), **checkpoint.get(SCORING_KEY, {})}
     return {
         name: saved[name]
         for name in MODEL_ARGUMENTS
@@ -263,15 +267,9 @@ def scoring_changes(checkpoint: dict[str, Any], hparams: dict[str, Any], own: di
     pick F's features (``FEATURE_SETTINGS``) when its statistics do not fit ``own``, the model's state (another grid).
     Empty for a checkpoint that is not FEGAN's.
     """
-    saved = dict(checkpoint.get("hyper_parameters", {}))
-    if "backbone" not in saved:
+    recorded = _scored_with(checkpoint)
+    if recorded is None:
         return []
-    rename_in_place(saved, checkpoint=True)
-    # a setting the record lacks is newer than the checkpoint: it scored with that setting's value then, whatever the
-    # (overwritten) hyper-parameters say
-    recorded = {**saved, **UNRECORDED_SETTINGS} if SCORING_KEY in checkpoint else {**UNRECORDED_SETTINGS, **saved}
-    recorded.update(_newer_than_record(checkpoint))
-    recorded.update(checkpoint.get(SCORING_KEY, {}))
     changed = [
         name for name in SCORING_SETTINGS if name in recorded and _same(recorded[name]) != _same(hparams.get(name))
     ]
