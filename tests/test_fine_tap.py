@@ -14,6 +14,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.models.fegan.backbone import layer_names
+from fegan_anomalib.models.fegan.guards import resolve_fine_feature_loss
 from fegan_anomalib.models.fegan.torch_model import FeganModel
 
 from .conftest import checkpoint_of
@@ -75,10 +76,23 @@ def test_a_checkpoint_rescored_without_its_fine_tap_exports_what_it_tested(
     )
 
 
+def test_the_feature_loss_reads_what_f_reads_unless_told_otherwise() -> None:
+    """Not given, L_fea covers the fine tap wherever F reads one; the paper's ``fine_tap: none`` keeps the tap alone."""
+    assert resolve_fine_feature_loss(None, "previous_block") is True
+    assert resolve_fine_feature_loss(None, "relu3_3") is True
+    assert resolve_fine_feature_loss(None, "none") is False  # configs/fegan_mvtec.yaml: the paper's loss, no error
+    assert resolve_fine_feature_loss(False, "previous_block") is False  # typed: kept
+    # a checkpoint trained at both layers, scored with the tap alone: built without complaint, refused only to train
+    model = Fegan(
+        image_size=32, backbone="vgg11", tap="relu4_2", pre_trained=False, fine_tap="none", fine_feature_loss=True
+    )
+    assert model.hparams.fine_feature_loss is True and model.hparams.fine_tap == "none"
+    with pytest.raises(ValueError, match="fine_feature_loss=True trains the encoder at fine_tap too"):
+        model.on_train_start()
+
+
 def test_the_feature_loss_at_both_layers_trains_on_what_f_reads(synthetic_root: Path, tmp_path: Path) -> None:
     """fine_feature_loss: L_fea over fine_tap's and the tap's features; the FEN cache keeps what the loss reads."""
-    with pytest.raises(ValueError, match="fine_feature_loss=True trains the encoder at fine_tap too"):
-        Fegan(pre_trained=False, fine_tap="none", fine_feature_loss=True)
     model = FeganModel((32, 32), **STAND_IN, fine_tap="relu3_3").train()
     clean, augmented = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     output = model(augmented, clean, scored=True)
@@ -86,7 +100,8 @@ def test_the_feature_loss_at_both_layers_trains_on_what_f_reads(synthetic_root: 
     torch.testing.assert_close(output.encoder_features, model.generate_scored(augmented)[0])
     assert output.encoder_features.shape == (2, 768, 8, 8) and output.encoder_features.requires_grad
     assert model(augmented, clean).encoder_features.shape == (2, 512, 4, 4)  # the paper's: the tap alone
-    fegan = Fegan(image_size=32, pre_trained=False, fine_feature_loss=True, max_epochs=1)  # fine_tap: relu3_4
+    fegan = Fegan(image_size=32, pre_trained=False, max_epochs=1)  # the defaults: fine_tap relu3_4, L_fea at both
+    assert fegan.fine_feature_loss is True and fegan.hparams.fine_feature_loss is True  # recorded as trained
     fegan.visualizer = None
     datamodule = MVTecAD(root=synthetic_root, category="texture", train_batch_size=4, eval_batch_size=4, num_workers=0)
     engine = Engine(default_root_dir=tmp_path, logger=False)

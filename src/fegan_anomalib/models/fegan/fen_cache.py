@@ -20,8 +20,10 @@ its batch (float rounding of batched convolutions) and a resumed run (whose cach
 uninterrupted one bit for bit. That costs one FEN call per image in the first two epochs; later steps are
 served with a fixed number of operations whatever the batch size.
 
-The store lives where the features are computed: on a GPU, in GPU memory (``fen_cache_mb``, 1024 MB by default:
-at 256² and VGG19's relu4_4, 2 MB per image, so 512 images).
+The store lives where the features are computed: on a GPU, in GPU memory (``fen_cache_mb``, 1024 MB by default).
+It keeps what the feature loss reads: at 256² with VGG19, relu4_4's alone 2 MiB per image (512 images), and with the
+default ``fine_feature_loss`` relu3_4's beside relu4_4's upsampled, 12 MiB (85 images); images beyond it are
+computed each step.
 """
 
 from __future__ import annotations

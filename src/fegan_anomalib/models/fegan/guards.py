@@ -60,12 +60,27 @@ def check_arguments(input_size: tuple[int, int] | None, image_size: tuple[int, i
         raise ValueError(msg)
 
 
-def check_fine_feature_loss(fine_feature_loss: bool, fine_tap: str) -> bool:
-    """Refuse a feature loss at the fine tap without one; return the setting."""
+def resolve_fine_feature_loss(fine_feature_loss: bool | None, fine_tap: str) -> bool:
+    """Return whether L_fea reads what F reads: not given (``None``), wherever F reads a ``fine_tap`` [A7d].
+
+    ``None`` rather than ``True`` is the default so that ``fine_tap: none`` (the paper's reading,
+    ``configs/fegan_mvtec.yaml``) trains the paper's loss at the tap alone, with no second setting.
+    """
+    return fine_tap != "none" if fine_feature_loss is None else fine_feature_loss
+
+
+def check_fine_feature_loss(fine_feature_loss: bool, fine_tap: str) -> None:
+    """Refuse to train a feature loss at the fine tap without one.
+
+    Checked when training starts, not when the module is built: a checkpoint trained at both layers may be scored
+    with ``fine_tap: none`` (the loss is not used then).
+    """
     if fine_feature_loss and fine_tap == "none":
-        msg = "fine_feature_loss=True trains the encoder at fine_tap too: give one (e.g. fine_tap='relu3_3')."
+        msg = (
+            "fine_feature_loss=True trains the encoder at fine_tap too, but fine_tap is 'none': give one "
+            "(e.g. fine_tap='relu3_3') or set fine_feature_loss=False."
+        )
         raise ValueError(msg)
-    return fine_feature_loss
 
 
 class FiniteLosses:

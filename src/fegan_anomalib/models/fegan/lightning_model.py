@@ -47,6 +47,7 @@ from .guards import (
     check_arguments,
     check_fine_feature_loss,
     log_encoder_source,
+    resolve_fine_feature_loss,
     warn_collapse_arguments,
 )
 from .loss import DiscriminatorLoss, GeneratorLoss
@@ -77,8 +78,9 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         encoder_init (str): ``"pretrained"`` (a copy of the FEN, whatever its weights) or ``"random"`` **[A2]**.
         encoder_batchnorm (str): ``"frozen"`` (keeps the FEN's statistics, by measurement) or ``"train"``.
         lambda_fea, lambda_con, lambda_adv (float): the loss weights (Eq. 4). Default ``30``, ``30``, ``1``.
-        fine_feature_loss (bool): L_fea (Eq. 1) over the features F reads, ``fine_tap``'s beside the tap's, so the
-            encoder is trained at both: an extension the paper does not make **[A7d]**. Defaults to ``False``.
+        fine_feature_loss (bool | None): L_fea (Eq. 1) over the features F reads, ``fine_tap``'s beside the tap's, so
+            the encoder is trained at both: an extension the paper does not make **[A7d]**. ``None`` (the default):
+            wherever F reads a ``fine_tap``; ``False`` trains the paper's loss at the tap alone.
         adversarial_loss (str): ``"feature_matching"`` (GANomaly's, by measurement) or ``"bce"`` (the paper's) **[A6]**.
         feature_map_weight (float): λ of Eq. 8, ``S = λ·F + (1 − λ)·R``. Defaults to ``0.8`` (paper: 0.6) **[A7c]**.
         component_norm (str): ``"train_stats"`` (F, R standardised on training images **[A7]**) or ``"none"``.
@@ -126,7 +128,7 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         lambda_con: float = 30.0,
         lambda_adv: float = 1.0,
         adversarial_loss: str = "feature_matching",
-        fine_feature_loss: bool = False,
+        fine_feature_loss: bool | None = None,
         feature_map_weight: float | None = None,
         component_norm: str | None = None,
         sigma: float | None = None,
@@ -190,7 +192,8 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         )
         self.use_augmenter, self.augmenter_seed = h.use_augmenter, h.augmenter_seed
         self.gradient_share_every = h.gradient_share_every
-        self.fine_feature_loss = check_fine_feature_loss(fine_feature_loss, h.fine_tap)
+        self.fine_feature_loss = resolve_fine_feature_loss(fine_feature_loss, h.fine_tap)
+        h.fine_feature_loss = self.fine_feature_loss  # a checkpoint records the loss it was trained with
         self.fen_cache = FenFeatureCache(fen_cache_mb)
         lambda_adv = lambda_adv if h.use_discriminator else 0.0
         self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv, adversarial_loss)
@@ -335,8 +338,9 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         self.measure_final_statistics()
 
     def on_train_start(self) -> None:
-        """Start every fit with an empty FEN cache: the FEN's weights may have been loaded since."""
-        self.fen_cache.clear()
+        """Refuse a feature loss at a fine tap without one; start every fit with an empty FEN cache."""
+        check_fine_feature_loss(self.fine_feature_loss, self.hparams.fine_tap)
+        self.fen_cache.clear()  # the FEN's weights may have been loaded since
 
     def on_train_epoch_end(self) -> None:
         """Read the loss checks; let the FEN cache judge the epoch; after the last, the final weights' statistics.
