@@ -14,7 +14,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from fegan_anomalib import Fegan
 from fegan_anomalib.models.fegan.backbone import layer_names
-from fegan_anomalib.models.fegan.guards import resolve_fine_feature_loss
+from fegan_anomalib.models.fegan.guards import CheckpointGuards, resolve_fine_feature_loss
 from fegan_anomalib.models.fegan.torch_model import FeganModel
 
 from .conftest import checkpoint_of
@@ -89,6 +89,24 @@ def test_the_feature_loss_reads_what_f_reads_unless_told_otherwise() -> None:
     assert model.hparams.fine_feature_loss is True and model.hparams.fine_tap == "none"
     with pytest.raises(ValueError, match="fine_feature_loss=True trains the encoder at fine_tap too"):
         model.on_train_start()
+
+
+def test_a_fine_tap_adopted_from_a_checkpoint_decides_an_unset_feature_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming a ``fine_tap: none`` checkpoint with the loss left unset trains the paper's loss, not a refusal."""
+
+    def adopt_fine_tap_none(module: Fegan, _checkpoint: dict) -> None:  # what checkpoint_settings adopts from one
+        module.hparams.fine_tap = "none"
+
+    monkeypatch.setattr(CheckpointGuards, "on_load_checkpoint", adopt_fine_tap_none)
+    unset = Fegan(image_size=32, backbone="vgg11", tap="relu4_2", pre_trained=False)
+    assert unset.fine_feature_loss is True  # the default fine_tap: both layers
+    unset.on_load_checkpoint({})
+    assert unset.fine_feature_loss is False and unset.hparams.fine_feature_loss is False
+    unset.on_train_start()  # no refusal
+    typed = Fegan(image_size=32, backbone="vgg11", tap="relu4_2", pre_trained=False, fine_feature_loss=True)
+    typed.on_load_checkpoint({})
+    with pytest.raises(ValueError, match="or set fine_feature_loss=False"):
+        typed.on_train_start()
 
 
 def test_the_feature_loss_at_both_layers_trains_on_what_f_reads(synthetic_root: Path, tmp_path: Path) -> None:

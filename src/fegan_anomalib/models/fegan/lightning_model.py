@@ -192,8 +192,8 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         )
         self.use_augmenter, self.augmenter_seed = h.use_augmenter, h.augmenter_seed
         self.gradient_share_every = h.gradient_share_every
-        self.fine_feature_loss = resolve_fine_feature_loss(fine_feature_loss, h.fine_tap)
-        h.fine_feature_loss = self.fine_feature_loss  # a checkpoint records the loss it was trained with
+        self._fine_feature_loss_argument = fine_feature_loss
+        self._resolve_feature_loss()
         self.fen_cache = FenFeatureCache(fen_cache_mb)
         lambda_adv = lambda_adv if h.use_discriminator else 0.0
         self.generator_loss = GeneratorLoss(lambda_fea, lambda_con, lambda_adv, adversarial_loss)
@@ -208,6 +208,16 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         self.statistics_step: int | None = None  # the global step the scoring statistics were measured at
         self.rescored: list[str] = []  # scoring settings that differ from a loaded checkpoint's (guards)
         self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
+
+    def _resolve_feature_loss(self) -> None:
+        """Decide ``fine_feature_loss`` from its argument and ``fine_tap``, and record it with the checkpoint."""
+        self.fine_feature_loss = resolve_fine_feature_loss(self._fine_feature_loss_argument, self.hparams.fine_tap)
+        self.hparams.fine_feature_loss = self.fine_feature_loss
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Adopt the checkpoint's settings (``CheckpointGuards``); a ``fine_tap`` adopted decides an unset loss."""
+        super().on_load_checkpoint(checkpoint)
+        self._resolve_feature_loss()
 
     def fen_target(self, images: torch.Tensor) -> torch.Tensor:
         """Return the FEN's features the feature loss reads (and the cache keeps): the tap's, or both F reads."""
