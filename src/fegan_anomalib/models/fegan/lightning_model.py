@@ -209,10 +209,15 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         self.rescored: list[str] = []  # scoring settings that differ from a loaded checkpoint's (guards)
         self.trained_epochs: int | None = None  # epochs of a loaded checkpoint (Lightning's "epoch" + 1)
 
+    @property
+    def fine_feature_loss(self) -> bool:
+        """Whether L_fea reads both layers F reads: the hyper-parameter as resolved (``_resolve_feature_loss``)."""
+        return self.hparams.fine_feature_loss
+
     def _resolve_feature_loss(self) -> None:
         """Decide ``fine_feature_loss`` from its argument and ``fine_tap``, and record it with the checkpoint."""
-        self.fine_feature_loss = resolve_fine_feature_loss(self._fine_feature_loss_argument, self.hparams.fine_tap)
-        self.hparams.fine_feature_loss = self.fine_feature_loss
+        resolved = resolve_fine_feature_loss(self._fine_feature_loss_argument, self.hparams.fine_tap)
+        self.hparams.fine_feature_loss = resolved
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Adopt the checkpoint's settings (``CheckpointGuards``); a ``fine_tap`` adopted decides an unset loss."""
