@@ -7,7 +7,7 @@ import torch
 
 from fegan_anomalib.models.fegan.defaults import DEFAULTS
 from fegan_anomalib.models.fegan.scoring.anomaly_map import AnomalyMapGenerator, residual_map
-from fegan_anomalib.models.fegan.scoring.memory import nearest_distance
+from fegan_anomalib.models.fegan.scoring.memory import memory_spacing, nearest_distance
 
 # Eq. 6-8 as printed, with no statistic to measure, and plain per-cell whitening where a test asks for it
 PAPER = {"feature_distance": "l2", "component_norm": "none", "mahalanobis_ridge": 0.0}
@@ -271,9 +271,68 @@ def test_the_generator_defaults_are_the_settings_table() -> None:
         "feature_distance",
         "image_score_top_ratio",
         "image_score_from",
+        "density_reweighting",
     ):
         assert getattr(generator, name) == DEFAULTS[name], name
     assert (generator.mahalanobis_ridge, generator.memory_size) == (
         DEFAULTS["mahalanobis_ridge"],
         DEFAULTS["memory_size"],
     )
+
+
+def test_memory_spacing_is_the_mean_distance_to_the_nearest_other_rows() -> None:
+    """Rows on a line at 0, 1, 3 and 7: each row's two nearest others, by hand; duplicates are floored, not 0."""
+    memory = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [7.0, 0.0]])
+    torch.testing.assert_close(memory_spacing(memory, 1), torch.tensor([1.0, 1.0, 2.0, 4.0]))
+    torch.testing.assert_close(memory_spacing(memory, 2), torch.tensor([2.0, 1.5, 2.5, 5.0]))
+    assert memory_spacing(memory, 8).shape == (4,)  # more neighbours than rows: all the others
+    twice = memory_spacing(torch.tensor([[1.0, 2.0], [1.0, 2.0], [5.0, 2.0]]), 1)
+    assert twice[0] > 0 and twice[2] == pytest.approx(4.0)
+    assert torch.equal(memory_spacing(torch.ones(1, 3)), torch.ones(1))  # no neighbour: divided by 1
+    big = torch.randn(5000, 3, generator=torch.Generator().manual_seed(0))  # two chunks of the row loop
+    expected = torch.cdist(big.double(), big.double()).fill_diagonal_(float("inf")).topk(8, largest=False).values
+    torch.testing.assert_close(memory_spacing(big), expected.mean(1).float(), atol=1e-4, rtol=1e-4)
+
+
+def test_density_reweighting_divides_the_nearest_distance_by_its_rows_spacing() -> None:
+    """A cell 1 from a row in a dense region stands out more than a cell 1 from a row in a sparse one."""
+    memory = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [7.0, 0.0]])
+    cells = torch.tensor([[0.5, 0.0], [8.0, 0.0], [6.0, 0.0]])
+    spacing = memory_spacing(memory, 1)  # 1, 1, 2, 4
+    torch.testing.assert_close(nearest_distance(cells, memory), torch.tensor([0.5, 1.0, 1.0]))
+    torch.testing.assert_close(nearest_distance(cells, memory, spacing=spacing), torch.tensor([0.5, 0.25, 0.25]))
+    # the nearest row is chosen before the division (not the smallest ratio), also across chunks and left out images
+    generator = torch.Generator().manual_seed(1)
+    cells, rows = torch.randn(40, 6, generator=generator), torch.randn(9000, 6, generator=generator)
+    spacing = torch.rand(9000, generator=generator) + 0.5
+    cell_images, row_images = torch.zeros(40, dtype=torch.long), torch.randint(0, 3, (9000,), generator=generator)
+    distances = torch.cdist(cells.double(), rows.double()).masked_fill(row_images[None] == 0, float("inf"))
+    least, index = distances.min(1)
+    expected = (least / spacing.double()[index]).float()
+    actual = nearest_distance(cells, rows, cell_images, row_images, spacing)
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_density_reweighting_derives_the_spacing_from_the_memory_set_or_loaded() -> None:
+    """The spacing is measured when the memory is set and again when a state dict brings one; it is never saved."""
+    shape = (4, 2, 2)
+    source = _generator(feature_distance="nearest", feature_shape=shape, density_reweighting=True)
+    source.set_memory(torch.randn(37, 4, generator=torch.Generator().manual_seed(0)), torch.Generator())
+    torch.testing.assert_close(source.memory_spacing, memory_spacing(source.memory_bank))
+    assert "memory_spacing" not in source.state_dict()
+    target = _generator(feature_distance="mahalanobis+nearest", feature_shape=shape, density_reweighting=True)
+    missing = target.load_state_dict(source.state_dict(), strict=False).missing_keys
+    assert "memory_spacing" not in missing
+    torch.testing.assert_close(target.memory_spacing, source.memory_spacing)
+    plain = _generator(feature_distance="nearest", feature_shape=shape)
+    plain.load_state_dict(source.state_dict())  # a memory measured either way loads into the other
+    residual = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(2))
+    zeros = torch.zeros_like(residual)
+    weighed, unweighed = source.cell_distances(residual, zeros)["nearest"], plain.cell_distances(residual, zeros)
+    assert not torch.allclose(weighed, unweighed["nearest"])
+    source.memory_bank = torch.randn(5, 4)  # replaced by hand (as benchmarks/inference.py does): derived again
+    assert source.spacing.shape == (5,)
+    source.reset_statistics()
+    assert source.memory_spacing.shape == (0,) and source.needs_train_stats
+    with pytest.raises(ValueError, match="density_reweighting re-weighs the nearest-neighbour distance"):
+        _generator(feature_distance="mahalanobis", feature_shape=shape, density_reweighting=True)

@@ -22,7 +22,11 @@ from fegan_anomalib.deploy.infer import load_rgb, main, run
 from .conftest import TINY, anomalib_cli, checkpoint_of
 
 
-@pytest.mark.parametrize("scoring", [{}, {"image_score_from": "anomaly_map"}], ids=["default", "score-from-S"])
+@pytest.mark.parametrize(
+    "scoring",
+    [{}, {"image_score_from": "anomaly_map"}, {"density_reweighting": True}],
+    ids=["default", "score-from-S", "density-reweighting"],
+)
 def test_openvino_fp32_matches_torch(
     scoring: dict[str, str],
     trained: tuple[Path, str],
@@ -39,6 +43,7 @@ def test_openvino_fp32_matches_torch(
     generator = model.model.anomaly_map_generator
     assert generator.feature_distance == "mahalanobis+nearest" and generator.memory_bank.shape[0] > 0  # the default
     assert generator.image_score_from == scoring.get("image_score_from", "feature_map")  # the default reads F [A8c]
+    assert generator.density_reweighting == scoring.get("density_reweighting", False)  # [A7f]: argmin and gather
     xml = model.to_openvino(export_root=tmp_path)
     graph = xml.read_text()
     assert "discriminator" not in graph.lower()  # training-only parts stay out of the graph

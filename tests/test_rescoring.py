@@ -57,6 +57,7 @@ OPTIONS = [
     {"memory_size": 8},
     {"feature_map_weight": 0.5},
     {"image_score_from": "anomaly_map"},  # [A8c]: the image score from S (Eq. 10), no statistic to measure
+    {"density_reweighting": True},  # [A7f]: the nearest half's statistics, each distance over its row's spacing
     {"fine_tap": "none"},  # the statistics of another grid (4x4, 512 channels) than the checkpoint's (relu3_4 beside)
 ]
 

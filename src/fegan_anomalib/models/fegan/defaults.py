@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "memory_size": 4096,  # [A7c]
     "fine_tap": "previous_block",  # [A7d]: F also reads the stage before the tap's (relu3_4 beside relu4_4)
     "image_score_from": "feature_map",  # [A8c]: F alone, before R and the blur; "anomaly_map" reads S (Eq. 10)
+    "density_reweighting": False,  # [A7f]: the nearest distance over its memory row's spacing
     "channels_last": True,
 }
 
@@ -56,8 +57,16 @@ SCORING_SETTINGS = (
     "memory_size",
     "fine_tap",
     "image_score_from",
+    "density_reweighting",
 )
-STATISTICS_SETTINGS = ("component_norm", "feature_distance", "mahalanobis_ridge", "memory_size", "fine_tap")
+STATISTICS_SETTINGS = (
+    "component_norm",
+    "feature_distance",
+    "mahalanobis_ridge",
+    "memory_size",
+    "fine_tap",
+    "density_reweighting",
+)
 # the scoring settings FeganModel reads itself (they pick the features F is computed from); its AnomalyMapGenerator
 # takes the others
 FEATURE_SETTINGS = ("fine_tap",)
@@ -81,7 +90,8 @@ UNRECORDED_SETTINGS = {
     "mahalanobis_ridge": 0.0,
     "fine_tap": "none",
     "image_score_from": "anomaly_map",  # S (Eq. 10): the default before 0.4 [A8c]
+    "density_reweighting": False,  # [A7f]: added in 0.4
 }
 # the settings added after checkpoints began to record their scoring (SCORING_KEY): a checkpoint without the record
 # cannot have scored with anything but their UNRECORDED_SETTINGS value, whatever its overwritten hyper-parameters say
-NEWER_THAN_RECORD = ("image_score_from",)
+NEWER_THAN_RECORD = ("image_score_from", "density_reweighting")

@@ -96,6 +96,8 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
             alone, the paper) **[A7d]**. Defaults to ``"previous_block"``.
         image_score_from (str): the map the image score is read from: ``"anomaly_map"`` (S, Eq. 10) or
             ``"feature_map"`` (F alone, before R and the blur) **[A8c]**. Defaults to ``"feature_map"``.
+        density_reweighting (bool): divide the nearest distance by its memory row's spacing, PatchCore's density
+            re-weighting read per cell **[A7f]**. Defaults to ``False``.
         use_discriminator, use_fen, use_augmenter (bool): Table 7's components. Default ``True``.
         augmenter (str): a class of ``augmentation`` (``MultiScaleSelfEnhancement``, ``Cutout``, ``CutoutColour``,
             ``RIAD``, ``SCADN``: Table 6) or a dotted class path; ``augmenter_args`` its further arguments.
@@ -138,6 +140,7 @@ class Fegan(CheckpointGuards, QuietStages, StatisticsSchedule, AnomalibModule):
         memory_size: int | None = None,
         fine_tap: str | None = None,
         image_score_from: str | None = None,
+        density_reweighting: bool | None = None,
         use_discriminator: bool | None = None,
         use_fen: bool | None = None,
         use_augmenter: bool = True,

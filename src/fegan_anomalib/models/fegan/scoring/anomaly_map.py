@@ -13,6 +13,9 @@ The departures, each a constructor argument with the paper's reading kept (docs/
 - **[A7c]** ``feature_distance="nearest"``: the distance of a cell's 3×3-averaged residual to the nearest training
   cell's in a memory (``memory.py``), wherever it sat: position-free, for parts that turn or shift.
   ``"mahalanobis+nearest"`` sums both halves, each standardised on training images that it was not fitted to.
+- **[A7f]** ``density_reweighting=True``: the nearest distance divided by its nearest memory row's spacing (the mean
+  distance to its 8 nearest rows, ``memory.memory_spacing``): PatchCore's density re-weighting, read per cell. Off by
+  default (measured in BENCHMARKS.md: it lifts magnetic_tile's image AUROC and costs hazelnut's AUPRO a little).
 - **[A8b]** the image score is the mean of the map's top ``image_score_top_ratio`` pixels, not Eq. 10's maximum: one
   pixel of a full-resolution map is its noisiest statistic.
 - **[A8c]** ``image_score_from="feature_map"`` (the default since 0.4): the image score is read from F alone
@@ -35,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from ..defaults import DEFAULTS
-from .memory import k_center_greedy, nearest_distance, neighbourhood
+from .memory import k_center_greedy, memory_spacing, nearest_distance, neighbourhood
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         memory_size: with ``"nearest"``, the most training cells the memory keeps (a k-center coreset beyond it).
         image_score_from: the map the image score is read from: ``"anomaly_map"`` S (Eq. 10) or ``"feature_map"``
             F alone, before R is fused and before the blur **[A8c]**.
+        density_reweighting: with a memory, divide each cell's nearest distance by its nearest row's spacing
+            **[A7f]**.
 
     Every default is ``defaults.DEFAULTS``'s, the product's.
 
@@ -104,6 +109,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         mahalanobis_ridge: float = DEFAULTS["mahalanobis_ridge"],
         memory_size: int = DEFAULTS["memory_size"],
         image_score_from: str = DEFAULTS["image_score_from"],
+        density_reweighting: bool = DEFAULTS["density_reweighting"],
     ) -> None:
         super().__init__()
         if mahalanobis_ridge < 0:
@@ -125,9 +131,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
                 f"feature_distance={feature_distance!r} needs feature_shape, the (channels, height, width) of the tap."
             )
             raise ValueError(msg)
-        if memory_size < 1:
-            msg = f"memory_size must be a positive number of training cells, got {memory_size}."
-            raise ValueError(msg)
+        check_memory_settings(memory_size, density_reweighting, feature_distance)
         if not 0.0 <= feature_map_weight <= 1.0:
             msg = f"feature_map_weight must lie in [0, 1], got {feature_map_weight}."
             raise ValueError(msg)
@@ -139,6 +143,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         self.feature_map_weight = feature_map_weight
         self.component_norm = component_norm
         self.feature_distance = feature_distance
+        self.density_reweighting = density_reweighting
         self.blur = GaussianBlur2d(sigma=sigma, channels=1) if sigma > 0 else None
         if self.blur is not None:  # derived from sigma, not learnt: neither saved nor expected in checkpoints
             for name in list(self.blur._buffers):
@@ -150,6 +155,9 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
             self.register_buffer("feature_residual_inv_std", torch.full((1, *feature_shape), float("nan")))
         if self.position_free:  # (M, C): the training cells' residuals, sized when measured (or loaded)
             self.register_buffer("memory_bank", torch.empty(0, feature_shape[0]))
+        if self.density_reweighting:  # (M,): derived from the memory, so neither saved nor expected in checkpoints
+            self.register_buffer("memory_spacing", torch.empty(0), persistent=False)
+            self.register_load_state_dict_post_hook(_derive_memory_spacing)
         if self.per_cell and self.position_free:  # (2, 2): (mean, std) of each distance over the training cells
             self.register_buffer("distance_stats", torch.full((2, 2), float("nan")))
 
@@ -184,6 +192,8 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         for name, buffer in self.named_buffers(recurse=False):
             if name == "memory_bank":
                 self.memory_bank = buffer.new_empty(0, buffer.shape[1])
+            elif name == "memory_spacing":
+                self.memory_spacing = buffer.new_empty(0)
             else:
                 buffer.fill_(float("nan"))
 
@@ -235,7 +245,26 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
         # a normal tensor even when measured under a test's inference mode: an export after the test traces it
         with torch.inference_mode(False):
             self.memory_bank = cells[keep.to(cells.device)].float().clone(memory_format=torch.contiguous_format)
+            self.derive_memory_spacing()
         return keep
+
+    def derive_memory_spacing(self) -> None:
+        """With ``density_reweighting``, measure each memory row's spacing from the memory (set or loaded) **[A7f]**."""
+        if self.density_reweighting:
+            with torch.inference_mode(False), torch.no_grad():
+                self.memory_spacing = memory_spacing(self.memory_bank)
+
+    @property
+    def spacing(self) -> torch.Tensor | None:
+        """The spacing the nearest distance is divided by, or ``None`` without ``density_reweighting``.
+
+        Derived again if the memory was replaced without :meth:`set_memory` or a state dict (a shape check, no wait).
+        """
+        if not self.density_reweighting:
+            return None
+        if self.memory_spacing.shape[0] != self.memory_bank.shape[0]:
+            self.derive_memory_spacing()
+        return self.memory_spacing
 
     def cell_distances(self, fen_features: torch.Tensor, encoder_features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return each distance F is built from, per tap cell (B, 1, h, w): l2, or mahalanobis and/or nearest."""
@@ -255,7 +284,8 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
                 )
                 raise RuntimeError(msg)
             batch, _, height, width = encoder_features.shape
-            distance = nearest_distance(self.memory_cells(fen_features, encoder_features), self.memory_bank)
+            cells = self.memory_cells(fen_features, encoder_features)
+            distance = nearest_distance(cells, self.memory_bank, spacing=self.spacing)
             distances["nearest"] = distance.view(batch, 1, height, width)
         return distances
 
@@ -346,3 +376,22 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
     ) -> torch.Tensor:
         """Return the anomaly map S (B, H, W) of [0, 1] ``images`` and their [-1, 1] ``reconstruction``."""
         return self.fuse(*self.components(images, reconstruction, fen_features, encoder_features))
+
+
+def check_memory_settings(memory_size: int, density_reweighting: bool, feature_distance: str) -> None:
+    """Refuse a memory of no cells, and ``density_reweighting`` where F has no nearest distance **[A7f]**."""
+    if memory_size < 1:
+        msg = f"memory_size must be a positive number of training cells, got {memory_size}."
+        raise ValueError(msg)
+    if density_reweighting and feature_distance not in {"nearest", "mahalanobis+nearest"}:
+        msg = (
+            f"density_reweighting re-weighs the nearest-neighbour distance, which feature_distance="
+            f"{feature_distance!r} does not use: pass feature_distance='nearest' or 'mahalanobis+nearest', or "
+            "density_reweighting=False."
+        )
+        raise ValueError(msg)
+
+
+def _derive_memory_spacing(generator: AnomalyMapGenerator, _incompatible: object) -> None:
+    """After a state dict loads a memory, derive its spacing (a non-persistent buffer) **[A7f]**."""
+    generator.derive_memory_spacing()

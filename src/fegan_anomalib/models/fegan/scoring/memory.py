@@ -24,6 +24,9 @@ from torch.nn import functional as F  # noqa: N812
 MEMORY_CHUNK = 4096
 # k-center greedy measures distances in a random projection of this many dimensions (Johnson-Lindenstrauss)
 PROJECTION_DIMS = 128
+# ``density_reweighting``: a memory row's spacing is its mean distance to this many nearest other rows (PatchCore's
+# b = 9 neighbourhood of a memory row, itself included)
+SPACING_NEIGHBOURS = 8
 
 
 def nearest_distance(
@@ -31,29 +34,65 @@ def nearest_distance(
     memory: torch.Tensor,
     cell_images: torch.Tensor | None = None,
     memory_images: torch.Tensor | None = None,
+    spacing: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Euclidean distance of each row of ``cells`` (N, C) to its nearest row of ``memory`` (M, C).
 
     With image ids, rows of the same image are left out: a training image's own cells are in the memory, and
-    its F must be measured as a new image's would be (for ``train_stats``). ``‖x‖² − 2x·m + ‖m‖²`` rather than
+    its F must be measured as a new image's would be (for ``train_stats``). With ``spacing`` (M,), each distance is
+    divided by its nearest row's (:func:`memory_spacing`). ``‖x‖² − 2x·m + ‖m‖²`` rather than
     ``torch.cdist``, which ONNX cannot export (as anomalib's PatchCore does). Always in float32: under bf16 or
     fp16 autocast the products would lose the small differences of large norms, or overflow fp16's 65504.
     """
     if torch.is_autocast_enabled(cells.device.type):  # never while exporting: the graph holds no autocast region
         with torch.autocast(cells.device.type, enabled=False):
-            return nearest_distance(cells, memory, cell_images, memory_images)
+            return nearest_distance(cells, memory, cell_images, memory_images, spacing)
     cells = cells.float()
     squared_cells = cells.square().sum(1, keepdim=True)
-    nearest = None
+    nearest, index = None, None
     for start in range(0, memory.shape[0], MEMORY_CHUNK):
         chunk = memory[start : start + MEMORY_CHUNK].float()
         squared = squared_cells - 2 * cells @ chunk.T + chunk.square().sum(1)
         if cell_images is not None and memory_images is not None:
             own = cell_images[:, None] == memory_images[None, start : start + MEMORY_CHUNK]
             squared = squared.masked_fill(own, float("inf"))
-        least = squared.amin(1)
-        nearest = least if nearest is None else torch.minimum(nearest, least)
-    return nearest.clamp_min(0).sqrt()
+        if spacing is None:
+            least = squared.amin(1)
+            nearest = least if nearest is None else torch.minimum(nearest, least)
+            continue
+        least, which = squared.min(1)
+        which = which + start
+        if nearest is None:
+            nearest, index = least, which
+        else:
+            closer = least < nearest
+            nearest, index = torch.where(closer, least, nearest), torch.where(closer, which, index)
+    distance = nearest.clamp_min(0).sqrt()
+    return distance if spacing is None else distance / spacing[index]
+
+
+def memory_spacing(memory: torch.Tensor, neighbours: int = SPACING_NEIGHBOURS) -> torch.Tensor:
+    """(M,) each memory row's mean distance to its ``neighbours`` nearest other rows: how densely normal cells lie.
+
+    A cell's nearest distance divided by its nearest row's spacing (``density_reweighting``) is large where normal
+    cells lie close together and the cell still stands off, small in a sparse region of the memory, where the
+    coreset spaced its rows wide because normal cells vary there (PatchCore's density re-weighting of the nearest
+    distance, read per cell as a local outlier factor). Floored at 1e-6 of the mean spacing: a row with duplicates.
+    """
+    rows = memory.shape[0]
+    if rows < 2:  # one row: no neighbour to measure a density by; every distance is divided by 1
+        return memory.new_ones(rows)
+    count = min(neighbours, rows - 1)
+    memory = memory.float()
+    squared_rows = memory.square().sum(1)
+    spacing = []
+    for start in range(0, rows, MEMORY_CHUNK):
+        chunk = memory[start : start + MEMORY_CHUNK]
+        squared = (squared_rows[start : start + MEMORY_CHUNK, None] - 2 * chunk @ memory.T + squared_rows).clamp_min(0)
+        squared[torch.arange(chunk.shape[0]), torch.arange(start, start + chunk.shape[0])] = float("inf")  # itself
+        spacing.append(squared.topk(count, dim=1, largest=False).values.sqrt().mean(1))
+    spacing = torch.cat(spacing)
+    return spacing.clamp_min(1e-6 * float(spacing.mean()) + 1e-12)
 
 
 def neighbourhood(cells: torch.Tensor) -> torch.Tensor:

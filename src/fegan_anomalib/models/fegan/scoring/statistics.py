@@ -204,7 +204,8 @@ def _with_nearest(
     batch, _, height, width = encoder_features.shape
     cells = generator.memory_cells(fen, encoder_features)
     own = ids.to(cells.device).repeat_interleave(height * width)
-    nearest = nearest_distance(cells, generator.memory_bank, own, memory_ids).view(batch, 1, height, width)
+    nearest = nearest_distance(cells, generator.memory_bank, own, memory_ids, generator.spacing)
+    nearest = nearest.view(batch, 1, height, width)
     finite = torch.isfinite(nearest).flatten(1).all(1)
     if not bool(finite.any()):
         return {}
