@@ -29,8 +29,8 @@ def main() -> None:
     left_out: list[torch.Tensor] = []
     search = statistics.nearest_distance
 
-    def recording(cells, memory, cell_images=None, memory_images=None):
-        distances = search(cells, memory, cell_images, memory_images)
+    def recording(cells, memory, cell_images=None, memory_images=None, spacing=None):
+        distances = search(cells, memory, cell_images, memory_images, spacing)
         if cell_images is not None:
             left_out.append(distances)
         return distances
