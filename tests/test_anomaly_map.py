@@ -287,7 +287,7 @@ def test_memory_spacing_is_the_mean_distance_to_the_nearest_other_rows() -> None
     torch.testing.assert_close(memory_spacing(memory, 2), torch.tensor([2.0, 1.5, 2.5, 5.0]))
     assert memory_spacing(memory, 8).shape == (4,)  # more neighbours than rows: all the others
     twice = memory_spacing(torch.tensor([[1.0, 2.0], [1.0, 2.0], [5.0, 2.0]]), 1)
-    assert twice[0] > 0 and twice[2] == pytest.approx(4.0)
+    assert twice[0] == pytest.approx(1e-3 * 4.0 / 3) and twice[2] == pytest.approx(4.0)  # floored: 1e-3 of the mean
     assert torch.equal(memory_spacing(torch.ones(1, 3)), torch.ones(1))  # no neighbour: divided by 1
     big = torch.randn(5000, 3, generator=torch.Generator().manual_seed(0))  # two chunks of the row loop
     expected = torch.cdist(big.double(), big.double()).fill_diagonal_(float("inf")).topk(8, largest=False).values
@@ -336,3 +336,11 @@ def test_density_reweighting_derives_the_spacing_from_the_memory_set_or_loaded()
     assert source.memory_spacing.shape == (0,) and source.needs_train_stats
     with pytest.raises(ValueError, match="density_reweighting re-weighs the nearest-neighbour distance"):
         _generator(feature_distance="mahalanobis", feature_shape=shape, density_reweighting=True)
+
+
+def test_density_reweighting_is_dropped_with_f_where_the_model_has_no_fen() -> None:
+    """use_fen=False scores R alone and sets F's options aside, this one too, not refusing a setting not typed."""
+    from fegan_anomalib.models.fegan.torch_model import FeganModel
+
+    model = FeganModel((32, 32), pre_trained=False, use_fen=False, density_reweighting=True)
+    assert model.anomaly_map_generator.density_reweighting is False

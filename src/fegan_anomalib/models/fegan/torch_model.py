@@ -181,7 +181,7 @@ class FeganModel(nn.Module):
             ``"none"`` reads the tap alone (Eq. 6). A scoring setting: it changes no weight, only the statistics.
         **scoring: :class:`AnomalyMapGenerator`'s arguments (``defaults.SCORING_SETTINGS``: λ, ``component_norm``,
             ``sigma``, ``feature_distance``, ``image_score_top_ratio``, ``mahalanobis_ridge``, ``memory_size``,
-            ``image_score_from``).
+            ``image_score_from``, ``density_reweighting``).
 
     Example:
         >>> model = FeganModel((64, 64), pre_trained=False, feature_distance="l2", component_norm="none").eval()
@@ -239,6 +239,7 @@ class FeganModel(nn.Module):
                 "feature_map_weight": 0.0,
                 "feature_distance": "l2",
                 "image_score_from": "anomaly_map",
+                "density_reweighting": False,
             }
         self.fine_tap = fine_tap
         self.fine_index = _fine_index(self.fen, backbone, tap, fine_tap)

@@ -258,7 +258,8 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
     def spacing(self) -> torch.Tensor | None:
         """The spacing the nearest distance is divided by, or ``None`` without ``density_reweighting``.
 
-        Derived again if the memory was replaced without :meth:`set_memory` or a state dict (a shape check, no wait).
+        Derived again if the memory was replaced without :meth:`set_memory` or a state dict (a shape check, no wait:
+        a memory overwritten in place with as many rows keeps the old spacing; call :meth:`derive_memory_spacing`).
         """
         if not self.density_reweighting:
             return None

@@ -77,8 +77,15 @@ def memory_spacing(memory: torch.Tensor, neighbours: int = SPACING_NEIGHBOURS) -
     A cell's nearest distance divided by its nearest row's spacing (``density_reweighting``) is large where normal
     cells lie close together and the cell still stands off, small in a sparse region of the memory, where the
     coreset spaced its rows wide because normal cells vary there (PatchCore's density re-weighting of the nearest
-    distance, read per cell as a local outlier factor). Floored at 1e-6 of the mean spacing: a row with duplicates.
+    distance, read per cell as a local outlier factor). Floored at 1e-3 of the mean spacing: rows repeated in a memory
+    kept whole (a flat background) would otherwise divide by the rounding of ``‖x‖² − 2x·m + ‖m‖²``. Over the whole
+    memory, a training image's own rows included: the statistics leave an image's own rows out of its search, not out
+    of the spacing of the row it finds, so its training distances can come out a little larger than a new image's.
+    Always in float32, as :func:`nearest_distance`.
     """
+    if torch.is_autocast_enabled(memory.device.type):
+        with torch.autocast(memory.device.type, enabled=False):
+            return memory_spacing(memory, neighbours)
     rows = memory.shape[0]
     if rows < 2:  # one row: no neighbour to measure a density by; every distance is divided by 1
         return memory.new_ones(rows)
@@ -92,7 +99,7 @@ def memory_spacing(memory: torch.Tensor, neighbours: int = SPACING_NEIGHBOURS) -
         squared[torch.arange(chunk.shape[0]), torch.arange(start, start + chunk.shape[0])] = float("inf")  # itself
         spacing.append(squared.topk(count, dim=1, largest=False).values.sqrt().mean(1))
     spacing = torch.cat(spacing)
-    return spacing.clamp_min(1e-6 * float(spacing.mean()) + 1e-12)
+    return spacing.clamp_min(1e-3 * float(spacing.mean()) + 1e-12)
 
 
 def neighbourhood(cells: torch.Tensor) -> torch.Tensor:
