@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 COMPONENT_NORMS = ("none", "train_stats")
 FEATURE_DISTANCES = ("l2", "mahalanobis", "nearest", "mahalanobis+nearest")
+# the feature distances that search the nearest-neighbour memory (``position_free``)
+MEMORY_DISTANCES = frozenset({"nearest", "mahalanobis+nearest"})
 IMAGE_SCORE_MAPS = ("anomaly_map", "feature_map")
 # a channel whose residual never varied on the training images (e.g. a ReLU dead at that cell in both
 # networks) is floored at this fraction of the mean variance instead of dividing by ~0
@@ -169,7 +171,7 @@ class AnomalyMapGenerator(DynamicBufferMixin, nn.Module):
     @property
     def position_free(self) -> bool:
         """True when F uses the nearest-neighbour memory ("what things look like", wherever they sit)."""
-        return self.feature_distance in {"nearest", "mahalanobis+nearest"}
+        return self.feature_distance in MEMORY_DISTANCES
 
     @property
     def measures_train_stats(self) -> bool:
@@ -384,7 +386,7 @@ def check_memory_settings(memory_size: int, density_reweighting: bool, feature_d
     if memory_size < 1:
         msg = f"memory_size must be a positive number of training cells, got {memory_size}."
         raise ValueError(msg)
-    if density_reweighting and feature_distance not in {"nearest", "mahalanobis+nearest"}:
+    if density_reweighting and feature_distance not in MEMORY_DISTANCES:
         msg = (
             f"density_reweighting re-weighs the nearest-neighbour distance, which feature_distance="
             f"{feature_distance!r} does not use: pass feature_distance='nearest' or 'mahalanobis+nearest', or "
